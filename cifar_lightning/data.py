@@ -1,0 +1,254 @@
+"""CIFAR10DataModule: the whole data set in memory as uint8, batches as single gathers, augmentation on device.
+
+Usage without a Trainer::
+
+    dm = CIFAR10DataModule(data_dir="~/data/cifar10-jpeg")
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))  # uint8 (B, 3, 32, 32), int64 (B,)
+    x = dm.transform(images, train=True)  # float32, augmented and normalized: what the model sees
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from cifar_lightning import sources
+from cifar_lightning.augment import normalize, random_crop_flip
+from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
+from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
+
+Batch = tuple[Tensor, Tensor]
+
+
+class _InMemory(Dataset[Batch]):
+    """Indexed with a whole batch of indices at once, so a batch costs one gather instead of B Python calls."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: Tensor) -> Batch:  # type: ignore[override]
+        return self.images[index], self.labels[index]
+
+
+class ShardedBatchSampler(DistributedSampler):
+    """Yields one index tensor per batch from this rank's shard of a seeded (per-epoch) permutation.
+
+    It subclasses DistributedSampler only so that Lightning sees the loader as already sharded and does not wrap it;
+    it still calls ``set_epoch`` every epoch, which reshuffles. Training shards (``even=True``) have equal sizes so
+    every rank runs the same number of steps (DDP would hang otherwise); evaluation shards cover every sample exactly
+    once, so metrics synchronized over ranks equal the single-process ones.
+    """
+
+    def __init__(
+        self, dataset: _InMemory, batch_size: int, shuffle: bool, drop_last: bool, even: bool, seed: int, rank: int,
+        world_size: int,
+    ) -> None:  # fmt: skip
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.batch_size, self.drop_last_batch, self.even = batch_size, drop_last, even
+
+    def _shard(self) -> Tensor:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(n)
+        shard = order[self.rank :: self.num_replicas]
+        return shard[: n // self.num_replicas] if self.even else shard
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        batches = list(self._shard().split(self.batch_size))
+        if self.drop_last_batch and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return iter(batches)
+
+    def __len__(self) -> int:
+        size = len(self._shard())
+        return size // self.batch_size if self.drop_last_batch else -(-size // self.batch_size)
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 from disk (official batches, image folders or the official archive), fast enough to keep a GPU busy.
+
+    The full set lives in memory as one uint8 tensor; loaders yield uint8 ``(B, 3, 32, 32)`` images and int64
+    labels. Normalization and augmentation (random crop with ``crop_padding``-pixel zero padding and horizontal flip,
+    drawn per sample) run batched on the batch's device in ``on_after_batch_transfer``; validation and test batches
+    are only normalized.
+
+    Args:
+        data_dir: folder holding one of the accepted layouts (see ``sources``); downloaded into if empty.
+        val_split: images held out of the 50,000 training images for validation: a count, or a fraction of the
+            training split. The default, 5,000, is 10%; the split is seeded by ``seed`` and the same on every rank.
+        batch_size: images per batch on each device.
+        num_workers: loader processes. 0 (default) is fastest here: a batch is a single in-memory gather.
+        seed: seed of the train/val split and of the per-epoch shuffling.
+        normalize: standardize with the CIFAR-10 mean and std; otherwise scale to 0..1.
+        augment: random crop and flip on training batches.
+        crop_padding: largest random translation in pixels (4 is the usual CIFAR recipe).
+        pin_memory: page-locked batches for faster host-to-GPU copies (ignored without CUDA).
+        drop_last: drop the last incomplete training batch.
+        download: fetch the official archive with torchvision when ``data_dir`` holds no data.
+        cache_dir: where decoded splits are cached; default ``data_dir/.cache``, or a per-user cache folder when
+            ``data_dir`` is read-only.
+    """
+
+    num_classes: int = NUM_CLASSES
+    dims: tuple[int, int, int] = IMAGE_SHAPE
+    classes: tuple[str, ...] = CLASSES
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        val_split: int | float = 5000,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 42,
+        normalize: bool = True,
+        augment: bool = True,
+        crop_padding: int = 4,
+        pin_memory: bool = True,
+        drop_last: bool = False,
+        download: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_args(val_split, batch_size, num_workers, crop_padding)
+        self.data_dir = Path(data_dir).expanduser()
+        self.val_split, self.batch_size, self.num_workers, self.seed = val_split, batch_size, num_workers, seed
+        self.normalize, self.augment, self.crop_padding = normalize, augment, crop_padding
+        self.pin_memory, self.drop_last, self.download = pin_memory, drop_last, download
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.data_train: _InMemory | None = None
+        self.data_val: _InMemory | None = None
+        self.data_test: _InMemory | None = None
+
+    # ---- data on disk ----
+    def prepare_data(self) -> None:
+        """Runs once per node: download or unpack if needed, then decode every split into the cache."""
+        if not self.data_dir.is_dir() and self.data_dir.exists():
+            raise DataError(f"data_dir {self.data_dir} is a file, not a folder. {ACCEPTED_LAYOUTS}")
+        if self.data_dir.is_dir() and not _readable(self.data_dir):
+            raise DataError(f"data_dir {self.data_dir} is not readable: check its permissions.")
+        source = sources.find_source(self.data_dir)
+        if source is None:
+            if not self.download:
+                raise DataError(
+                    f"No CIFAR-10 data in {self.data_dir} and download is off. Put the data there or pass "
+                    f"--data.data_dir pointing at it. {ACCEPTED_LAYOUTS}"
+                )
+            sources.download(self.data_dir)
+        elif source == "archive":
+            sources.unpack_archive(self.data_dir)
+        for split in ("train", "test"):
+            if sources.has_split(self.data_dir, split):
+                self._load(split)
+
+    def has_test_split(self) -> bool:
+        return sources.has_split(self.data_dir, "test")
+
+    def _load(self, split: SplitName) -> tuple[Tensor, Tensor]:
+        cache_dir = self.cache_dir or sources.default_cache_dir(self.data_dir)
+        return sources.load_split(self.data_dir, split, cache_dir)
+
+    def setup(self, stage: str) -> None:
+        """Loads what ``stage`` needs; calling it again is cheap."""
+        if stage in ("fit", "validate") and self.data_train is None:
+            self.data_train, self.data_val = self._split_train()
+        if stage in ("test", "predict") and self.data_test is None:
+            if not self.has_test_split():
+                raise DataError(
+                    f"{self.data_dir} has no test split (no '{self.data_dir / 'test'}' folder). Add one with the "
+                    "same class folders as train/, or evaluate on the validation split with `validate`."
+                )
+            self.data_test = _InMemory(*self._load("test"))
+
+    def _split_train(self) -> tuple[_InMemory, _InMemory]:
+        images, labels = self._load("train")
+        n = len(labels)
+        n_val = round(self.val_split * n) if isinstance(self.val_split, float) else self.val_split
+        if n_val >= n:
+            raise DataError(
+                f"val_split={self.val_split} holds out {n_val} of the {n} training images, leaving none to train "
+                f"on. Use a count below {n} or a fraction below 1."
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        return _InMemory(images[train_idx], labels[train_idx]), _InMemory(images[val_idx], labels[val_idx])
+
+    # ---- loaders ----
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _loader(self, data: _InMemory | None, train: bool) -> DataLoader:
+        if data is None:
+            raise RuntimeError("No data for this loader: call setup() with the matching stage first.")
+        rank, world = self._rank_and_world()
+        sampler = ShardedBatchSampler(
+            data, self.batch_size, shuffle=train, drop_last=train and self.drop_last, even=train, seed=self.seed,
+            rank=rank, world_size=world,
+        )  # fmt: skip
+        return DataLoader(
+            data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, train=False)
+
+    # ---- on-device transforms ----
+    def transform(self, images: Tensor, train: bool) -> Tensor:
+        """uint8 batch -> float32 model input, augmented when ``train`` and ``augment`` are both on."""
+        if train and self.augment:
+            images = random_crop_flip(images, self.crop_padding)
+        return normalize(images, MEAN, STD) if self.normalize else normalize(images, None, None)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels
+
+
+def _readable(path: Path) -> bool:
+    try:
+        next(path.iterdir(), None)
+        return True
+    except PermissionError:
+        return False
+
+
+def _check_args(val_split: int | float, batch_size: int, num_workers: int, crop_padding: int) -> None:
+    problems = []
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(val_split, float) and not 0 <= val_split < 1:
+        problems.append(f"val_split as a fraction must be in [0, 1), got {val_split!r}")
+    if isinstance(val_split, int) and val_split < 0:
+        problems.append(f"val_split as a count must be >= 0, got {val_split!r}")
+    if num_workers < 0:
+        problems.append(f"num_workers must be >= 0, got {num_workers!r}")
+    if crop_padding < 0:
+        problems.append(f"crop_padding must be >= 0, got {crop_padding!r}")
+    if problems:
+        raise ValueError("Invalid CIFAR10DataModule arguments: " + "; ".join(problems) + ".")

@@ -1,0 +1,207 @@
+"""LightningModules: one base with the training logic, and two thin subclasses that only build their network.
+
+The subclasses repeat the base's keyword arguments on purpose: LightningCLI reads ``__init__`` signatures, so every
+knob appears as a typed flag (``--model.lr``) with a default tuned for that model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_lightning.constants import CLASSES, NUM_CLASSES
+from cifar_lightning.nets import CNN, MLP
+
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["linear", "cosine", "constant"]
+Stage = Literal["train", "val", "test"]
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
+    """Learning-rate multiplier: linear warm-up from ~0 to 1, then ``schedule`` down to 0 at ``total_steps``.
+
+    ``linear`` is the triangular one-cycle of the fast CIFAR recipes; ``cosine`` the half-cosine decay.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+class CIFAR10Classifier(L.LightningModule):
+    """Loss, metrics, optimizer and schedule shared by every model; subclasses set ``self.net``.
+
+    Logs ``{train,val,test}/loss`` and ``/acc``, ``val/acc_best`` and, after testing, ``test/acc_<class>`` per class.
+    Validation and test loss are plain cross-entropy (an honest NLL) even when training uses label smoothing.
+
+    Args:
+        num_classes: number of output classes.
+        lr: peak learning rate (reached after the warm-up).
+        weight_decay: L2 penalty on weights; biases and norm parameters are not decayed.
+        momentum: SGD momentum (Nesterov), or AdamW's beta1.
+        optimizer: ``sgd`` or ``adamw``.
+        schedule: learning-rate decay after warm-up: ``linear`` to zero, ``cosine`` to zero, or ``constant``.
+        warmup_fraction: share of all training steps spent warming up linearly.
+        label_smoothing: cross-entropy label smoothing for the training loss.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        lr: float = 0.1,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        optimizer: Optimizer = "sgd",
+        schedule: Schedule = "linear",
+        warmup_fraction: float = 0.2,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
+        self.save_hyperparameters()
+        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
+        self.val_acc_best = MaxMetric()
+        self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = self(x)
+        smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        # Epoch means under stable keys (on_step too would rename them *_step/*_epoch). val/test sync across
+        # ranks once per epoch; the training loss stays per-rank, since syncing it would all-reduce every step.
+        self.log(
+            f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=stage != "train", sync_dist=stage != "train"
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss, logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")[0]
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        _, logits = self._step(batch, "test")
+        self.test_acc_per_class.update(logits, batch[1])
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0]).softmax(dim=-1)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's accuracy
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_acc_per_class.compute()
+        self.log_dict(
+            {f"test/acc_{name}": acc for name, acc in zip(self.class_names, per_class, strict=True)}, sync_dist=True
+        )
+        self.test_acc_per_class.reset()
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        # Decaying batch-norm scales and biases only fights the normalization; decay the weight matrices alone.
+        decay = [p for p in self.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp["optimizer"] == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp["lr"], betas=(hp["momentum"], 0.999))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = max(1, round(hp["warmup_fraction"] * total))
+        factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MLPClassifier(CIFAR10Classifier):
+    """The "basic ANN" (``nets.MLP``) with the shared training logic; see ``CIFAR10Classifier`` for the rest.
+
+    Args:
+        hidden_sizes: width of each hidden layer.
+        drop_rate: dropout after each hidden layer.
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (1024, 512),
+        drop_rate: float = 0.2,
+        num_classes: int = NUM_CLASSES,
+        lr: float = 0.05,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        optimizer: Optimizer = "sgd",
+        schedule: Schedule = "linear",
+        warmup_fraction: float = 0.2,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing)
+        self.net = MLP(num_classes, hidden_sizes, drop_rate)
+
+
+class CNNClassifier(CIFAR10Classifier):
+    """The CNN (``nets.CNN``) with the shared training logic; see ``CIFAR10Classifier`` for the rest.
+
+    Args:
+        widths: channels of the stem and of each conv block.
+        drop_rate: dropout before the classifier.
+        channels_last: keep weights and activations in NHWC, the layout fast convolution kernels want on CPUs
+            (oneDNN) and on tensor-core GPUs.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        drop_rate: float = 0.1,
+        channels_last: bool = True,
+        num_classes: int = NUM_CLASSES,
+        lr: float = 0.1,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        optimizer: Optimizer = "sgd",
+        schedule: Schedule = "linear",
+        warmup_fraction: float = 0.2,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__(num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing)
+        self.net = CNN(num_classes, widths, drop_rate)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)

@@ -1,0 +1,100 @@
+"""Synthetic CIFAR-10 written in the real on-disk formats, tiny-run settings, and W&B kept in a temporary folder."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_lightning.constants import BATCHES_DIR, CLASSES, TEST_BATCH, TRAIN_BATCHES
+
+
+def make_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Easy but not trivial images: each class has its own colour and stripe direction, plus noise.
+
+    Returns images ``(N, 32, 32, 3)`` uint8 and labels ``(N,)``, classes interleaved.
+    """
+    rng = np.random.default_rng(seed)
+    palette = np.random.default_rng(0).integers(40, 216, size=(len(CLASSES), 3))
+    labels = np.tile(np.arange(len(CLASSES)), per_class)
+    yy, xx = np.mgrid[0:32, 0:32]
+    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        stripes = np.sin((xx * np.cos(label) + yy * np.sin(label)) * 0.8)[..., None] * 30
+        noise = rng.normal(0, 12, size=(32, 32, 3))
+        images[i] = np.clip(palette[label] + stripes + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def write_batches(root: Path, train_per_class: int = 10, test_per_class: int = 4) -> Path:
+    """The official python layout: five training batches and a test batch, dicts of (N, 3072) uint8 rows."""
+    folder = root / BATCHES_DIR
+    folder.mkdir(parents=True)
+    images, labels = make_images(train_per_class, seed=1)
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CHW order, like the real files
+    for name, part in zip(TRAIN_BATCHES, np.array_split(np.arange(len(labels)), len(TRAIN_BATCHES)), strict=True):
+        entry = {"batch_label": name, "labels": labels[part].tolist(), "data": rows[part],
+                 "filenames": [f"img_{i}.png" for i in part]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(entry))
+    test_images, test_labels = make_images(test_per_class, seed=2)
+    test_rows = test_images.transpose(0, 3, 1, 2).reshape(len(test_images), -1)
+    (folder / TEST_BATCH).write_bytes(pickle.dumps({"labels": test_labels.tolist(), "data": test_rows}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CLASSES)}))
+    return root
+
+
+def write_folder(root: Path, train_per_class: int = 10, test_per_class: int | None = 4, suffix: str = ".png") -> Path:
+    """The image-folder layout: train/<class>/NNNN.png (and test/ unless test_per_class is None)."""
+    splits = {"train": (train_per_class, 1), "test": (test_per_class, 2)}
+    for split, (per_class, seed) in splits.items():
+        if per_class is None:
+            continue
+        images, labels = make_images(per_class, seed)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            path = root / split / CLASSES[label] / f"{i:04d}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+    return root
+
+
+@pytest.fixture
+def batches_dir(tmp_path: Path) -> Path:
+    return write_batches(tmp_path / "batches")
+
+
+@pytest.fixture
+def folder_dir(tmp_path: Path) -> Path:
+    return write_folder(tmp_path / "folder")
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test talks to a W&B server or writes outside its tmp_path."""
+    wandb_root = tmp_path / "wandb_home"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(wandb_root / var.lower()))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("CIFAR_LIGHTNING_RUN_ID", raising=False)
+    return wandb_root
+
+
+def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) -> list[str]:
+    """train.py flags for a run of a few seconds on the synthetic data."""
+    size = ["--model.hidden_sizes", "[64]"] if model == "mlp" else ["--model.widths", "[8,16]"]
+    return [
+        "--model", model, *size,
+        "--data.data_dir", str(data_dir), "--data.batch_size", "16", "--data.val_split", "20",
+        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(out),
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.log_every_n_steps", "1",
+        "--seed_everything", "1", "--wandb", "false",
+    ]  # fmt: skip
+
+
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.glob("*/*/config.yaml"))

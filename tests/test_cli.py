@@ -1,0 +1,143 @@
+"""train.py end to end: the real script in a subprocess for both models, the rest through cli.main in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_dirs, tiny_args, write_folder
+
+from cifar_lightning.callbacks import RESULTS_FILE
+from cifar_lightning.cli import default_precision, expand_model_flag, main
+
+REPO = Path(__file__).resolve().parent.parent
+RESULT_KEYS = {"model", "parameters", "val/acc_best", "epochs", "train_seconds", "images_per_second",
+               "best_checkpoint", "test/acc", "test/loss", "test/acc_per_class"}  # fmt: skip
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / RESULTS_FILE).read_text())
+
+
+@pytest.mark.parametrize(("model", "layout"), [("mlp", "folder_dir"), ("cnn", "batches_dir")])
+def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    data = request.getfixturevalue(layout)
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "train.py", *tiny_args(data, out, model, epochs=2)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = run_dirs(out)
+    assert run.parent.name == model
+    assert {"config.yaml", "metrics.csv", RESULTS_FILE, "checkpoints"} <= {p.name for p in run.iterdir()}
+    results = read_results(run)
+    assert results.keys() >= RESULT_KEYS
+    assert results["model"] == model and results["epochs"] == 2
+    assert 0 <= results["test/acc"] <= 1 and len(results["test/acc_per_class"]) == 10
+    assert Path(results["best_checkpoint"]).is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert main(tiny_args(folder_dir, out, "cnn")) == 0
+    [fit_run] = run_dirs(out)
+    fitted = read_results(fit_run)
+    # The checkpoint's own hyperparameters (widths [8, 16]) win over configs/cnn.yaml's defaults.
+    args = ["test", "--model", "cnn", "--ckpt_path", fitted["best_checkpoint"], "--data.data_dir", str(folder_dir),
+            "--trainer.default_root_dir", str(out), "--wandb", "false", "--trainer.precision", "32-true"]  # fmt: skip
+    assert main(args) == 0
+    [test_run] = [r for r in run_dirs(out) if r != fit_run]
+    tested = read_results(test_run)
+    assert tested["test/acc"] == pytest.approx(fitted["test/acc"])
+    assert tested["tested_checkpoint"] == fitted["best_checkpoint"]
+
+
+def test_dotted_flags_override_the_config(batches_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert main([*tiny_args(batches_dir, out, "mlp"), "--model.lr", "0.0123", "--data.batch_size", "8"]) == 0
+    [run] = run_dirs(out)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["init_args"]["lr"] == 0.0123
+    assert config["data"]["batch_size"] == 8
+    assert config["model"]["init_args"]["hidden_sizes"] == [64]
+
+
+def test_config_file_flag(batches_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml.safe_dump({"model": {"class_path": "cifar_lightning.MLPClassifier",
+                                                "init_args": {"hidden_sizes": [32]}}}))  # fmt: skip
+    out = tmp_path / "runs"
+    args = [
+        a for a in tiny_args(batches_dir, out, "mlp") if a not in ("--model", "mlp", "--model.hidden_sizes", "[64]")
+    ]
+    assert main(["--config", str(config), *args]) == 0
+    [run] = run_dirs(out)
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["hidden_sizes"] == [32]
+
+
+def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "cnn", "--print_config"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "cifar_lightning.CNNClassifier"
+    assert printed["trainer"]["max_epochs"] == 5
+
+
+def test_no_test_split_reports_validation_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = write_folder(tmp_path / "d", test_per_class=None)
+    out = tmp_path / "runs"
+    assert main(tiny_args(data, out, "mlp")) == 0
+    [run] = run_dirs(out)
+    results = read_results(run)
+    assert results["test/acc"] is None and results["val/acc_best"] is not None
+    assert "has no test split: reporting validation only" in caplog.text
+
+
+def test_unknown_model_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", "resnet"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown --model 'resnet'" in err and "cnn" in err and "mlp" in err
+
+
+def test_missing_data_is_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*tiny_args(tmp_path / "empty", tmp_path / "runs", "mlp"), "--data.download", "false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No CIFAR-10 data in") and "Traceback" not in err
+
+
+def test_model_flag_expands_to_a_leading_config() -> None:
+    argv = expand_model_flag(["test", "--model.lr", "0.1", "--model=cnn"])
+    assert argv[:3] == ["test", "--config", str(REPO / "configs" / "cnn.yaml")]
+    assert argv[3:] == ["--model.lr", "0.1"]
+    assert expand_model_flag(["--model", "cifar_lightning.MLPClassifier"]) == [
+        "--model",
+        "cifar_lightning.MLPClassifier",
+    ]
+
+
+def test_default_precision_follows_the_hardware() -> None:
+    assert default_precision("cpu") in ("bf16-mixed", "32-true")
+    assert default_precision("mps") == "32-true"
+
+
+def test_wandb_runs_offline_and_finishes(batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without credentials W&B goes offline into the run folder; two runs in one process get two W&B runs."""
+    out = tmp_path / "runs"
+    args = tiny_args(batches_dir, out, "mlp")
+    args[args.index("--wandb") + 1] = "true"
+    assert main(args) == 0
+    assert main(args) == 0
+    runs = run_dirs(out)
+    assert len(runs) == 2
+    for run in runs:
+        [offline] = (run / "wandb").glob("offline-run-*")
+        assert list(offline.glob("*.wandb"))  # the run's history file, ready for `wandb sync`
+        assert f"wandb sync {offline}" in caplog.text

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from conftest import make_images, write_batches, write_folder
+from PIL import Image
+
+from cifar_lightning import CIFAR10DataModule, DataError, sources
+from cifar_lightning.augment import normalize, random_crop_flip
+from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
+from cifar_lightning.data import ShardedBatchSampler, _InMemory
+
+
+def all_train_images(dm: CIFAR10DataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    assert dm.data_train is not None and dm.data_val is not None
+    return (torch.cat([dm.data_train.images, dm.data_val.images]),
+            torch.cat([dm.data_train.labels, dm.data_val.labels]))  # fmt: skip
+
+
+def sorted_rows(images: torch.Tensor) -> np.ndarray:
+    rows = images.reshape(len(images), -1).numpy()
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+@pytest.mark.parametrize("layout", ["batches", "png"])
+def test_reads_exact_pixels_and_labels(tmp_path: Path, layout: str) -> None:
+    """Lossless sources come back pixel for pixel, in (N, 3, 32, 32) order, with matching labels."""
+    root = write_batches(tmp_path / "d") if layout == "batches" else write_folder(tmp_path / "d")
+    dm = CIFAR10DataModule(data_dir=str(root), val_split=20, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = all_train_images(dm)
+    expected, expected_labels = make_images(10, seed=1)
+    expected_chw = torch.from_numpy(expected).permute(0, 3, 1, 2)
+    assert images.dtype == torch.uint8 and images.shape == (100, 3, 32, 32)
+    np.testing.assert_array_equal(sorted_rows(images), sorted_rows(expected_chw))
+    for cls in range(10):  # each class's images carry that class's label
+        np.testing.assert_array_equal(
+            sorted_rows(images[labels == cls]), sorted_rows(expected_chw[torch.from_numpy(expected_labels) == cls])
+        )
+
+
+def test_jpeg_folder_and_test_split(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "jpg", suffix=".jpg")
+    dm = CIFAR10DataModule(data_dir=str(root), val_split=0.2, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.data_train is not None and dm.data_val is not None and dm.data_test is not None
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (80, 20, 40)
+    assert dm.has_test_split()
+
+
+def test_archive_is_verified_and_unpacked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_batches(tmp_path / "src")
+    data = tmp_path / "data"
+    data.mkdir()
+    with tarfile.open(data / ARCHIVE_NAME, "w:gz") as tar:
+        tar.add(src / BATCHES_DIR, arcname=BATCHES_DIR)
+    monkeypatch.setattr(sources, "ARCHIVE_MD5", "0" * 32)
+    with pytest.raises(DataError, match="md5"):
+        CIFAR10DataModule(data_dir=str(data)).prepare_data()
+    assert not (data / BATCHES_DIR).exists()  # nothing half-unpacked
+    monkeypatch.setattr(sources, "ARCHIVE_MD5", sources.md5sum(data / ARCHIVE_NAME))
+    dm = CIFAR10DataModule(data_dir=str(data), val_split=10)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (data / BATCHES_DIR / "data_batch_1").is_file()
+    assert dm.data_train is not None and len(dm.data_train) == 90
+
+
+def test_decodes_once_then_loads_cache(folder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    CIFAR10DataModule(data_dir=str(folder_dir), download=False, val_split=10).prepare_data()
+    cache = sorted(p.name for p in (folder_dir / ".cache").iterdir())
+    assert len(cache) == 2 and all(p.endswith(".pt") for p in cache)  # train and test, no temporary leftovers
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded again despite a cache")
+
+    monkeypatch.setattr(sources, "read_folder", no_decoding)
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), download=False, val_split=10)
+    dm.setup("fit")
+    dm.setup("fit")  # a second call is harmless
+    assert dm.data_train is not None and len(dm.data_train) == 90
+
+
+def test_cache_is_rebuilt_when_the_data_changes(folder_dir: Path) -> None:
+    CIFAR10DataModule(data_dir=str(folder_dir), val_split=10).prepare_data()
+    extra = folder_dir / "train" / "cat" / "extra.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(extra)
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=10)
+    dm.setup("fit")
+    assert dm.data_train is not None and len(dm.data_train) == 91
+
+
+def test_read_only_data_dir_caches_elsewhere(folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(sources.os, "access", lambda path, mode: False)
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=10)
+    dm.prepare_data()
+    assert not (folder_dir / ".cache").exists()
+    assert list((tmp_path / "xdg" / "cifar_lightning").glob("*/train-folder-*.pt"))
+
+
+def test_split_is_seeded_and_disjoint(batches_dir: Path) -> None:
+    def val_images(seed: int) -> np.ndarray:
+        dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=30, seed=seed)
+        dm.setup("fit")
+        assert dm.data_train is not None and dm.data_val is not None
+        train, val = set(map(bytes, sorted_rows(dm.data_train.images))), sorted_rows(dm.data_val.images)
+        assert not train & set(map(bytes, val))
+        return val
+
+    np.testing.assert_array_equal(val_images(1), val_images(1))
+    assert not np.array_equal(val_images(1), val_images(2))
+
+
+def test_loader_yields_uint8_batches_without_a_trainer(batches_dir: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), batch_size=32, val_split=20)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (32, 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (32,)
+    assert len(dm.train_dataloader()) == 3  # 80 images in batches of 32
+    assert sum(len(y) for _, y in dm.val_dataloader()) == 20
+    x = dm.transform(images, train=True)
+    assert x.dtype == torch.float32 and x.shape == images.shape
+
+
+@pytest.mark.parametrize("n", [100, 101])
+def test_ranks_get_disjoint_shards(n: int) -> None:
+    data = _InMemory(torch.zeros(n, 1), torch.arange(n))
+
+    def indices(rank: int, train: bool, epoch: int = 0) -> list[int]:
+        sampler = ShardedBatchSampler(data, 8, train, False, even=train, seed=3, rank=rank, world_size=2)
+        sampler.set_epoch(epoch)
+        assert len(list(sampler)) == len(sampler)
+        return torch.cat(list(sampler)).tolist()
+
+    for train in (True, False):
+        a, b = indices(0, train), indices(1, train)
+        assert not set(a) & set(b)
+        if train:
+            assert len(a) == len(b) == n // 2  # every rank takes the same number of steps
+        else:
+            assert sorted(a + b) == list(range(n))  # evaluation covers each sample exactly once
+    assert indices(0, True, epoch=0) != indices(0, True, epoch=1)  # reshuffled every epoch
+    assert indices(0, False) == sorted(indices(0, False))  # evaluation is not shuffled
+
+
+def test_crop_flip_matches_a_per_sample_reference() -> None:
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop_flip(images, padding=4)
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for img, pad in zip(out, padded, strict=True):
+        candidates = [pad[:, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(img, c) for c in candidates)
+    assert torch.equal(random_crop_flip(images, padding=0, flip=False), images)
+    torch.manual_seed(1)
+    many = random_crop_flip(images.repeat(50, 1, 1, 1), padding=4)
+    assert len({bytes(m.numpy()) for m in many[::6]}) > 30  # different per sample, not per batch
+
+
+def test_normalize_matches_torchvision() -> None:
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = torchvision.transforms.functional.normalize(images.float() / 255, MEAN, STD)
+    torch.testing.assert_close(normalize(images, MEAN, STD), expected)
+    torch.testing.assert_close(normalize(images, None, None), images.float() / 255)
+
+
+def test_validation_batches_are_not_augmented(batches_dir: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(dm.transform(images, train=False), normalize(images, MEAN, STD))
+    assert not torch.equal(dm.transform(images, train=True), dm.transform(images, train=False))
+
+
+# ---- bad input: one clear DataError/ValueError, nothing half-written ----
+
+
+def test_missing_data_without_download(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"No CIFAR-10 data in .*Accepted layouts"):
+        CIFAR10DataModule(data_dir=str(tmp_path / "nothing"), download=False).prepare_data()
+
+
+def test_failed_download_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(root: str, **kwargs: object) -> None:
+        (Path(root) / ARCHIVE_NAME).write_bytes(b"partial")
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    target = tmp_path / "new"
+    with pytest.raises(DataError, match=r"downloading it failed.*no network"):
+        CIFAR10DataModule(data_dir=str(target)).prepare_data()
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "misnamed"])
+def test_class_folders_must_match(folder_dir: Path, change: str) -> None:
+    train = folder_dir / "train"
+    if change == "missing":
+        for f in (train / "frog").iterdir():
+            f.unlink()
+        (train / "frog").rmdir()
+    elif change == "extra":
+        (train / "unicorn").mkdir()
+    else:
+        (train / "truck").rename(train / "Truck")
+    with pytest.raises(DataError, match="exactly one folder per CIFAR-10 class") as err:
+        CIFAR10DataModule(data_dir=str(folder_dir)).prepare_data()
+    assert {"missing": "missing: frog", "extra": "unexpected: unicorn", "misnamed": "missing: truck"}[change] in str(
+        err.value
+    )
+    assert not list(folder_dir.glob(".cache/*.pt"))
+
+
+@pytest.mark.parametrize("bad", ["size", "unreadable"])
+def test_bad_image_is_named(folder_dir: Path, bad: str) -> None:
+    path = folder_dir / "train" / "dog" / "9999.png"
+    if bad == "size":
+        Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(path)
+    else:
+        path.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=f"{path}.*" + ("48x64 pixels" if bad == "size" else "Remove or replace")):
+        CIFAR10DataModule(data_dir=str(folder_dir)).prepare_data()
+    assert not list(folder_dir.glob(".cache/*"))
+
+
+def test_test_split_asked_where_there_is_none(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", test_per_class=None)
+    dm = CIFAR10DataModule(data_dir=str(root), val_split=10)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert not dm.has_test_split()
+    with pytest.raises(DataError, match="has no test split"):
+        dm.setup("test")
+
+
+def test_val_split_as_large_as_the_training_set(batches_dir: Path) -> None:
+    with pytest.raises(DataError, match="val_split=100 holds out 100 of the 100 training images"):
+        CIFAR10DataModule(data_dir=str(batches_dir), val_split=100).setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+     ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
+     ({"val_split": 1.5}, "val_split as a fraction must be in"),
+     ({"val_split": -1}, "val_split as a count must be >= 0")],
+)  # fmt: skip
+def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CIFAR10DataModule(**kwargs)
