@@ -56,6 +56,11 @@ class CIFAR10Classifier(L.LightningModule):
         schedule: learning-rate decay after warm-up: ``linear`` to zero, ``cosine`` to zero, or ``constant``.
         warmup_fraction: share of all training steps spent warming up linearly.
         label_smoothing: cross-entropy label smoothing for the training loss.
+        bias_lr_scale: learning-rate multiplier for 1-D parameters (biases, norm shifts); their weight decay is
+            divided by it, so every parameter decays by the same fraction per step.
+        lookahead: every 5 steps, pull the weights toward a slow running average of themselves, with a pull that
+            grows over training (airbench's schedule); the run ends on the averaged weights.
+        tta_level: test-time augmentation for validation and test: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
     """
 
     net: nn.Module
@@ -70,8 +75,13 @@ class CIFAR10Classifier(L.LightningModule):
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.2,
         label_smoothing: float = 0.0,
+        bias_lr_scale: float = 1.0,
+        lookahead: bool = False,
+        tta_level: int = 0,
     ) -> None:
         super().__init__()
+        if tta_level not in (0, 1, 2):
+            raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}.")
         # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
         self.save_hyperparameters()
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
@@ -81,13 +91,28 @@ class CIFAR10Classifier(L.LightningModule):
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
         self.val_acc_best = MaxMetric()
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
+        self._slow_weights: dict[str, Tensor] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def tta_logits(self, x: Tensor) -> Tensor:
+        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (airbench's weighting)."""
+        logits = self(x)
+        if self.hparams["tta_level"] == 0:
+            return logits
+        logits = (logits + self(x.flip(-1))) / 2
+        if self.hparams["tta_level"] == 1:
+            return logits
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]  # one pixel up-left and down-right
+        shifted_logits = sum((self(v) + self(v.flip(-1))) / 4 for v in shifted)
+        return (logits + shifted_logits) / 2
+
     def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if stage == "train" else self.tta_logits(x)
         smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
@@ -119,6 +144,26 @@ class CIFAR10Classifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's accuracy
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self.hparams["lookahead"]:
+            return
+        step, total = self.trainer.global_step, max(1, int(self.trainer.estimated_stepping_batches))
+        if step >= total:
+            self._lookahead(1.0)  # finish on the slow weights
+        elif step % 5 == 0:
+            self._lookahead(0.95**5 * (step / total) ** 3)
+
+    @torch.no_grad()
+    def _lookahead(self, decay: float) -> None:
+        """slow <- decay * slow + (1 - decay) * fast, then fast <- slow; batch-norm statistics included."""
+        state = {k: v for k, v in self.net.state_dict().items() if v.is_floating_point()}
+        if not self._slow_weights:  # first call of this run (or after a resume): start from the current weights
+            self._slow_weights = {k: v.detach().clone() for k, v in state.items()}
+        for key, fast in state.items():
+            slow = self._slow_weights[key]
+            slow.lerp_(fast, 1 - decay)
+            fast.copy_(slow)
+
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
@@ -132,14 +177,16 @@ class CIFAR10Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        # Decaying batch-norm scales and biases only fights the normalization; decay the weight matrices alone.
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        lr, wd, scale = hp["lr"], hp["weight_decay"], hp["bias_lr_scale"]
+        groups = [
+            {"params": [p for p in trainable if p.ndim > 1], "lr": lr, "weight_decay": wd},
+            {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * scale, "weight_decay": wd / scale},
+        ]
         if hp["optimizer"] == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp["momentum"], nesterov=True)
         else:
-            opt = torch.optim.AdamW(groups, lr=hp["lr"], betas=(hp["momentum"], 0.999))
+            opt = torch.optim.AdamW(groups, lr=lr, betas=(hp["momentum"], 0.999))
         total = int(self.trainer.estimated_stepping_batches)
         warmup = max(1, round(hp["warmup_fraction"] * total))
         factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
@@ -167,37 +214,60 @@ class MLPClassifier(CIFAR10Classifier):
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.2,
         label_smoothing: float = 0.0,
+        bias_lr_scale: float = 1.0,
+        lookahead: bool = False,
+        tta_level: int = 0,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing)
+        super().__init__(
+            num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
+            bias_lr_scale, lookahead, tta_level,
+        )  # fmt: skip
         self.net = MLP(num_classes, hidden_sizes, drop_rate)
 
 
 class CNNClassifier(CIFAR10Classifier):
     """The CNN (``nets.CNN``) with the shared training logic; see ``CIFAR10Classifier`` for the rest.
 
+    With ``whiten`` on, the first training batch sets the network's stem (``CNN.whiten_stem``); under DDP the patch
+    covariance is averaged over ranks first, so every rank starts from the same weights.
+
     Args:
-        widths: channels of the stem and of each conv block.
+        widths: channels of each conv block.
         drop_rate: dropout before the classifier.
+        bn_momentum: batch-norm running-statistics momentum.
+        head_scale: multiplier of the logits.
+        whiten: set the stem from the data and freeze it, instead of learning it.
         channels_last: keep weights and activations in NHWC, the layout fast convolution kernels want on CPUs
             (oneDNN) and on tensor-core GPUs.
     """
 
+    net: CNN
+
     def __init__(
         self,
-        widths: Sequence[int] = (32, 64, 128, 256),
-        drop_rate: float = 0.1,
+        widths: Sequence[int] = (64, 256, 256),
+        drop_rate: float = 0.0,
+        bn_momentum: float = 0.4,
+        head_scale: float = 1 / 9,
+        whiten: bool = True,
         channels_last: bool = True,
         num_classes: int = NUM_CLASSES,
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
+        lr: float = 0.75,
+        weight_decay: float = 1.3e-3,
+        momentum: float = 0.85,
         optimizer: Optimizer = "sgd",
         schedule: Schedule = "linear",
-        warmup_fraction: float = 0.2,
-        label_smoothing: float = 0.1,
+        warmup_fraction: float = 0.23,
+        label_smoothing: float = 0.2,
+        bias_lr_scale: float = 64.0,
+        lookahead: bool = True,
+        tta_level: int = 2,
     ) -> None:
-        super().__init__(num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing)
-        self.net = CNN(num_classes, widths, drop_rate)
+        super().__init__(
+            num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
+            bias_lr_scale, lookahead, tta_level,
+        )  # fmt: skip
+        self.net = CNN(num_classes, widths, drop_rate, bn_momentum, head_scale, whiten)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -205,3 +275,8 @@ class CNNClassifier(CIFAR10Classifier):
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if self.net.whiten and not self.net.whitened:
+            covariance = self.net.patch_covariance(batch[0])
+            self.net.whiten_stem(self.trainer.strategy.reduce(covariance, reduce_op="mean"))
