@@ -1,4 +1,4 @@
-"""Rank-zero side effects at the end of a run: the run's ``results.json``.
+"""Rank-zero side effects at the end of a run: the run's ``results.json`` and its figures.
 
 ``results.json`` is read by other tools; its keys are stable (add keys, never rename them):
 
@@ -6,10 +6,12 @@
 - ``val/acc_best``, ``epochs``, ``train_seconds`` (wall time of fit), ``images_per_second`` (training images per
   second of training-loop time, validation excluded), ``best_checkpoint``
 - ``test/acc``, ``test/loss``, ``test/acc_per_class`` (class name -> accuracy); null where no test was run
+- ``test/acc_top5``, ``test/precision_per_class``, ``test/recall_per_class``, ``test/f1_per_class``
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -17,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
+from torch import Tensor
 
+from cifar_lightning import plots
+from cifar_lightning.export import EXPORT_FILE, export_net
 from cifar_lightning.nets import count_parameters
-
-RESULTS_FILE = "results.json"
+from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, read_curves
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
@@ -74,13 +82,17 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        prefix = "test/acc_"
-        per_class = {k.removeprefix(prefix): round(float(v), 6) for k, v in trainer.callback_metrics.items()
-                     if k.startswith(prefix)}  # fmt: skip
         self.results.update(
             {"test/acc": _metric(trainer, "test/acc"), "test/loss": _metric(trainer, "test/loss"),
-             "test/acc_per_class": per_class}
+             "test/acc_top5": _metric(trainer, "test/acc_top5")}
         )  # fmt: skip
+        for kind in ("acc", "precision", "recall", "f1"):
+            # recall per class is accuracy per class; the module logs it once, as test/acc_<class>
+            prefix = f"test/{'acc' if kind == 'recall' else kind}_"
+            self.results[f"test/{kind}_per_class"] = {
+                k.removeprefix(prefix): round(float(v), 6) for k, v in trainer.callback_metrics.items()
+                if k.startswith(prefix) and k != "test/acc_top5"
+            }  # fmt: skip
         if trainer.ckpt_path:
             self.results["tested_checkpoint"] = str(trainer.ckpt_path)
         self._write(trainer, pl_module)
@@ -98,7 +110,8 @@ class RunSummary(L.Callback):
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
             "data_dir": str(getattr(datamodule, "data_dir", "")) or None,
             **dict.fromkeys(("val/acc_best", "epochs", "train_seconds", "images_per_second", "best_checkpoint")),
-            **dict.fromkeys(("test/acc", "test/loss", "test/acc_per_class")),
+            **dict.fromkeys(("test/acc", "test/loss", "test/acc_per_class", "test/acc_top5")),
+            **dict.fromkeys(f"test/{kind}_per_class" for kind in ("precision", "recall", "f1")),
             **self.results,
         }
         path = Path(trainer.log_dir) / RESULTS_FILE
@@ -106,3 +119,108 @@ class RunSummary(L.Callback):
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+class RunFigures(L.Callback):
+    """After testing, draws the run's figures into ``<run>/figures/`` and, when a W&B logger is attached, logs them.
+
+    Figures: learning curves, the test confusion matrix (counts and row-normalized), per-class accuracy, and the
+    ``max_mistakes`` most confident test mistakes. Under DDP the confusion matrix covers every rank (torchmetrics
+    syncs it); the mistakes grid shows rank 0's share of the test set.
+
+    Args:
+        max_mistakes: images in the mistakes grid.
+    """
+
+    def __init__(self, max_mistakes: int = 32) -> None:
+        self.max_mistakes = max_mistakes
+        self._mistakes: list[Tensor] | None = None  # confidence, image, true label, predicted label
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mistakes = None
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if not trainer.is_global_zero or not isinstance(outputs, Tensor):
+            return
+        images, labels = batch
+        confidence, predicted = outputs.detach().float().softmax(-1).max(-1)
+        wrong = predicted != labels
+        found = [t.detach().cpu() for t in (confidence[wrong], images[wrong].float(), labels[wrong], predicted[wrong])]
+        if self._mistakes is not None:  # merge with the most confident so far
+            found = [torch.cat([old, new]) for old, new in zip(self._mistakes, found, strict=True)]
+        keep = found[0].argsort(descending=True)[: self.max_mistakes]
+        self._mistakes = [t[keep] for t in found]
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.log_dir is None:
+            return
+        run_dir = Path(trainer.log_dir)
+        figures = self.draw(run_dir, pl_module)
+        folder = run_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, fig in figures.items():
+            paths[name] = folder / f"{name}.png"
+            fig.savefig(paths[name], dpi=110)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                log_figures_to_wandb(logger, paths, getattr(pl_module, "test_confusion", None), pl_module)
+
+    def draw(self, run_dir: Path, pl_module: L.LightningModule) -> dict[str, Figure]:
+        classes = list(getattr(pl_module, "class_names", ()))
+        model = type(pl_module).__name__.removesuffix("Classifier").lower()
+        figures = {}
+        curves = read_curves(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
+        if curves:
+            figures["learning_curves"] = plots.learning_curves({model: curves})
+        confusion = getattr(pl_module, "test_confusion", None)
+        if confusion is not None:
+            counts = confusion.numpy()
+            figures["confusion_matrix"] = plots.confusion_matrix(counts, classes)
+            recall = counts.diagonal() / counts.sum(axis=1).clip(min=1)
+            figures["per_class_accuracy"] = plots.per_class_bars({model: dict(zip(classes, recall, strict=True))})
+        if self._mistakes is not None and len(self._mistakes[0]):
+            confidence, images, true, predicted = self._mistakes
+            figures["mistakes"] = plots.mistakes_grid(
+                images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes
+            )
+        return figures
+
+
+def log_figures_to_wandb(
+    logger: WandbLogger, paths: dict[str, Path], confusion: Tensor | None, pl_module: L.LightningModule
+) -> None:
+    """The saved PNGs as W&B images, and the confusion matrix as W&B's interactive confusion-matrix plot."""
+    import wandb  # the W&B package is only needed where a W&B logger is attached
+
+    for name, path in paths.items():
+        logger.log_image(key=f"figures/{name}", images=[str(path)])
+    if confusion is not None:
+        # wandb.plot.confusion_matrix wants label lists; rebuilding them from the counts gives the same matrix.
+        true, predicted = np.nonzero(confusion.numpy() >= 0)
+        counts = confusion.numpy()[true, predicted]
+        y_true, preds = np.repeat(true, counts), np.repeat(predicted, counts)
+        class_names = list(getattr(pl_module, "class_names", ()))
+        plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(), class_names=class_names)
+        logger.experiment.log({"test/confusion_matrix": plot})
+
+
+class ExportBest(L.Callback):
+    """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` (see ``export.py``)."""
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = getattr(pl_module, "net", None)
+        if trainer.log_dir is None or not isinstance(net, torch.nn.Module):
+            return
+        net = copy.deepcopy(net)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        if best:  # the weights `train.py` tests, not the last epoch's
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
+        export_net(net, Path(trainer.log_dir) / EXPORT_FILE, getattr(pl_module, "class_names", ()), meta)

@@ -20,9 +20,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_info
 
-from cifar_lightning.callbacks import RunSummary
+from cifar_lightning import sources
+from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.loggers import finish_wandb, make_wandb_logger
+from cifar_lightning.loggers import WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.sources import DataError
 
@@ -99,7 +100,7 @@ class CIFARCLI(LightningCLI):
         self.fit_and_test = not run
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
-            trainer_defaults={"default_root_dir": "runs", "callbacks": [RunSummary()]},
+            trainer_defaults={"default_root_dir": "runs", "callbacks": [RunSummary(), RunFigures(), ExportBest()]},
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
         )  # fmt: skip
 
@@ -132,10 +133,23 @@ class CIFARCLI(LightningCLI):
             _ = csv_logger.experiment  # create the folder now, before SaveConfigCallback writes config.yaml into it
             loggers: list[Logger] = [csv_logger]
             if cfg.wandb:
-                loggers.append(make_wandb_logger(root / model_name / run_id, model_name, run_id))
+                source = sources.find_source(self.datamodule.data_dir) or "download"
+                tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
+                run_dir = root / model_name / run_id
+                loggers.append(make_wandb_logger(run_dir, model_name, run_id, _plain(cfg.as_dict()), tags))
+                callbacks.append(WandbRunSetup())
             kwargs["logger"] = loggers
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         return self._instantiate_trainer(trainer_config, callbacks)
+
+
+def _plain(value: Any) -> Any:
+    """The resolved config as JSON-ready values (W&B stores the run config as JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def fit_and_test(cli: CIFARCLI) -> None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from cifar_lightning.constants import CLASSES, NUM_CLASSES
 from cifar_lightning.nets import CNN, MLP
@@ -24,6 +30,7 @@ from cifar_lightning.nets import CNN, MLP
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["linear", "cosine", "constant"]
 Stage = Literal["train", "val", "test"]
+WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
@@ -41,10 +48,25 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule
     return 1.0
 
 
+def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_lr_scale: float) -> list[dict[str, Any]]:
+    """Two optimizer groups of the trainable parameters: matrices and filters, then 1-D ones (biases, norm shifts).
+
+    The 1-D group gets ``lr * bias_lr_scale`` and ``weight_decay / bias_lr_scale``: the product, the fraction decayed
+    per step, stays the same for every parameter.
+    """
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * bias_lr_scale,
+         "weight_decay": weight_decay / bias_lr_scale},
+    ]  # fmt: skip
+
+
 class CIFAR10Classifier(L.LightningModule):
     """Loss, metrics, optimizer and schedule shared by every model; subclasses set ``self.net``.
 
-    Logs ``{train,val,test}/loss`` and ``/acc``, ``val/acc_best`` and, after testing, ``test/acc_<class>`` per class.
+    Logs ``{train,val,test}/loss`` and ``/acc``, ``val/acc_best`` and, after testing, ``test/acc_top5`` and
+    ``test/{acc,precision,f1}_<class>`` per class (per-class accuracy is the class's recall).
     Validation and test loss are plain cross-entropy (an honest NLL) even when training uses label smoothing.
 
     Args:
@@ -88,7 +110,15 @@ class CIFAR10Classifier(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
+        # The full test report; torchmetrics synchronizes every piece across ranks. Per-class accuracy is recall.
+        self.test_report = MetricCollection({
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="none"),
+            "recall": MulticlassRecall(num_classes, average="none"),
+            "f1": MulticlassF1Score(num_classes, average="none"),
+            "confusion": MulticlassConfusionMatrix(num_classes),
+        })  # fmt: skip
+        self.test_confusion: Tensor | None = None  # (true, predicted) counts of the last test, for the figures
         self.val_acc_best = MaxMetric()
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
         self._slow_weights: dict[str, Tensor] = {}
@@ -134,15 +164,37 @@ class CIFAR10Classifier(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         _, logits = self._step(batch, "test")
-        self.test_acc_per_class.update(logits, batch[1])
+        self.test_report.update(logits, batch[1])
+        return logits  # callbacks see it as `outputs` (the mistakes grid)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=-1)
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's accuracy
+        if getattr(self.net, "whiten", False) and not self.net.whitened:
+            self._init_whitening()
+
+    @torch.no_grad()
+    def _init_whitening(self, max_images: int = WHITENING_IMAGES) -> None:
+        """Sets the network's whitening from the first training batches, as the model sees them (augmented).
+
+        Batches go through the strategy's transfer, so the DataModule's ``on_after_batch_transfer`` applies. Under
+        DDP the statistics are averaged over ranks, so every rank starts from the same weights.
+        """
+        net = cast(Any, self.net)  # any network with whitening_statistics/set_whitening, e.g. nets.MLP, nets.CNN
+        statistics, seen = None, 0
+        for batch in self.trainer.train_dataloader:  # type: ignore[union-attr]
+            images = self.trainer.strategy.batch_to_device(batch)[0][: max_images - seen]
+            batch_stats = net.whitening_statistics(images) * len(images)
+            statistics = batch_stats if statistics is None else statistics + batch_stats
+            seen += len(images)
+            if seen >= max_images:
+                break
+        if statistics is not None:
+            net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self.hparams["lookahead"]:
@@ -169,20 +221,19 @@ class CIFAR10Classifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        per_class = self.test_acc_per_class.compute()
-        self.log_dict(
-            {f"test/acc_{name}": acc for name, acc in zip(self.class_names, per_class, strict=True)}, sync_dist=True
-        )
-        self.test_acc_per_class.reset()
+        report = self.test_report.compute()  # already reduced over ranks
+        self.test_confusion = report.pop("confusion").cpu()
+        logs = {"test/acc_top5": report.pop("acc_top5")}
+        for i, name in enumerate(self.class_names):
+            logs[f"test/acc_{name}"] = report["recall"][i]
+            logs.update({f"test/{kind}_{name}": values[i] for kind, values in report.items() if kind != "recall"})
+        self.log_dict(logs)
+        self.test_report.reset()
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        lr, wd, scale = hp["lr"], hp["weight_decay"], hp["bias_lr_scale"]
-        groups = [
-            {"params": [p for p in trainable if p.ndim > 1], "lr": lr, "weight_decay": wd},
-            {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * scale, "weight_decay": wd / scale},
-        ]
+        lr = hp["lr"]
+        groups = param_groups(self, lr, hp["weight_decay"], hp["bias_lr_scale"])
         if hp["optimizer"] == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp["momentum"], nesterov=True)
         else:
@@ -200,12 +251,16 @@ class MLPClassifier(CIFAR10Classifier):
     Args:
         hidden_sizes: width of each hidden layer.
         drop_rate: dropout after each hidden layer.
+        whiten: ZCA-whiten the input pixels with a frozen transform set from the first training images.
+        whiten_eps: ZCA regularizer, added to the covariance eigenvalues of the normalized pixels.
     """
 
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (1024, 512),
         drop_rate: float = 0.2,
+        whiten: bool = False,
+        whiten_eps: float = 0.1,
         num_classes: int = NUM_CLASSES,
         lr: float = 0.05,
         weight_decay: float = 5e-4,
@@ -222,14 +277,11 @@ class MLPClassifier(CIFAR10Classifier):
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
             bias_lr_scale, lookahead, tta_level,
         )  # fmt: skip
-        self.net = MLP(num_classes, hidden_sizes, drop_rate)
+        self.net = MLP(num_classes, hidden_sizes, drop_rate, whiten, whiten_eps)
 
 
 class CNNClassifier(CIFAR10Classifier):
     """The CNN (``nets.CNN``) with the shared training logic; see ``CIFAR10Classifier`` for the rest.
-
-    With ``whiten`` on, the first training batch sets the network's stem (``CNN.whiten_stem``); under DDP the patch
-    covariance is averaged over ranks first, so every rank starts from the same weights.
 
     Args:
         widths: channels of each conv block.
@@ -275,8 +327,3 @@ class CNNClassifier(CIFAR10Classifier):
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
-
-    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        if self.net.whiten and not self.net.whitened:
-            covariance = self.net.patch_covariance(batch[0])
-            self.net.whiten_stem(self.trainer.strategy.reduce(covariance, reduce_op="mean"))

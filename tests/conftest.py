@@ -98,3 +98,29 @@ def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) ->
 
 def run_dirs(out: Path) -> list[Path]:
     return sorted(p.parent for p in out.glob("*/*/config.yaml"))
+
+
+def read_wandb_records(path: Path) -> list:
+    """The records of an offline ``.wandb`` file (a LevelDB-style log of protobuf records: 7-byte file header, 32 KiB
+    blocks, each chunk with a 7-byte header of crc, little-endian length and type: 1 full, 2 first, 3 middle,
+    4 last). wandb 0.31 ships no Python reader, so tests read the file themselves to check what reaches W&B."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos = path.read_bytes(), 32 * 1024, 7
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pending = [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending += chunk
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+        elif kind == 0:
+            break
+    return records

@@ -98,13 +98,13 @@ def test_checkpoint_reloads_with_weights_only(name: str, batches_dir: Path, tmp_
 
 
 def test_whitened_stem_decorrelates_patches() -> None:
-    """After whiten_stem, the stem's first 12 channels see 2x2 patches with (near) identity covariance."""
+    """After set_whitening, the stem's first 12 channels see 2x2 patches with (near) identity covariance."""
     torch.manual_seed(0)
     mixing = torch.randn(3, 3)  # correlated colour channels, like real images
     images = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(64, 3, 32, 32)).cumsum(-1) / 4  # correlated pixels
     net = CNN(widths=(8, 16))
     assert not net.whitened and not net.stem.weight.requires_grad
-    net.whiten_stem(net.patch_covariance(images), eps=1e-7)  # tiny eps: whiten even the weakest direction
+    net.set_whitening(net.whitening_statistics(images), eps=1e-7)  # tiny eps: whiten even the weakest direction
     assert net.whitened
     out = torch.nn.functional.conv2d(images, net.stem.weight[:12])  # (N, 12, 31, 31), bias left out
     flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
@@ -113,21 +113,37 @@ def test_whitened_stem_decorrelates_patches() -> None:
     torch.testing.assert_close(net.stem.weight[12:], -net.stem.weight[:12])
 
 
-def test_cnn_whitens_on_the_first_batch_and_never_trains_the_stem(batches_dir: Path, tmp_path: Path) -> None:
+def test_mlp_zca_whitens_pixels() -> None:
+    torch.manual_seed(0)
+    noise = torch.randn(4000, 3, 32, 32)
+    images = noise + 0.6 * noise.roll(1, dims=-1) + 0.3 * noise.roll(1, dims=1) + 0.5  # correlated, off-centre
+    net = MLP(hidden_sizes=(8,), whiten=True, whiten_eps=1e-6)
+    net.set_whitening(net.whitening_statistics(images))
+    out = (images.flatten(1) - net.input_mean) @ net.input_whitening
+    torch.testing.assert_close(out.mean(0), torch.zeros(3072), atol=1e-3, rtol=0)
+    cov = out.T @ out / len(out)
+    torch.testing.assert_close(cov.diagonal(), torch.ones(3072), atol=0.02, rtol=0)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.02
+
+
+WHITENING = {"mlp": "net.input_whitening", "cnn": "net.stem.weight"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_whitening_is_set_when_training_starts_and_never_trained(name: str, batches_dir: Path, tmp_path: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
-    model = MODELS["cnn"]()
-    before = model.net.stem.weight.clone()
+    model = MODELS[name](whiten=True)
+    before = model.state_dict()[WHITENING[name]].clone()
     trainer = tiny_trainer(tmp_path)
     trainer.fit(model, datamodule=dm)
     assert model.net.whitened
-    whitened = model.net.stem.weight.clone()
+    whitened = model.state_dict()[WHITENING[name]].clone()
     assert not torch.equal(whitened, before)
-    # Resuming training from the checkpoint keeps the stem as it was: no second whitening, no gradient steps.
-    resumed = MODELS["cnn"]()
-    tiny_trainer(tmp_path / "resumed", epochs=2).fit(
-        resumed, datamodule=dm, ckpt_path=trainer.checkpoint_callback.best_model_path
-    )  # type: ignore[union-attr]
-    torch.testing.assert_close(resumed.net.stem.weight, whitened, atol=0, rtol=0)
+    # Resuming from the checkpoint keeps the whitening as it was: no second whitening, no gradient steps.
+    resumed = MODELS[name](whiten=True)
+    ckpt = trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
+    tiny_trainer(tmp_path / "resumed", epochs=2).fit(resumed, datamodule=dm, ckpt_path=ckpt)
+    torch.testing.assert_close(resumed.state_dict()[WHITENING[name]], whitened, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", MODELS)

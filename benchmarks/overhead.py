@@ -1,0 +1,127 @@
+"""Framework overhead: one training epoch of our LightningModule under a Trainer against a plain PyTorch loop.
+
+    python benchmarks/overhead.py --model cnn [--images 10240] [--repeats 3]
+    python benchmarks/overhead.py --model mlp
+
+Both sides train the network of ``configs/<model>.yaml`` with the same batches (the DataModule's loader and its
+batched augmentation), the same optimizer, learning-rate schedule, loss and precision (bf16 autocast where the CPU
+has native bf16, as ``train.py`` picks). The Lightning side runs everything a user gets: torchmetrics accuracy, every
+``self.log`` call, the CSV logger and the progress bar; validation and checkpointing are off on both sides.
+Lookahead is off on both sides (it is part of the model, not the framework). Fresh weights for every repeat; the two
+sides alternate and the medians of the epoch times are compared. The last line is the headline ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch.loggers import CSVLogger
+
+from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
+from cifar_lightning.cli import default_precision
+from cifar_lightning.data import _InMemory
+from cifar_lightning.modules import CIFAR10Classifier, lr_factor, param_groups
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
+
+
+def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())
+    model_args = {**config["model"]["init_args"], "lookahead": False}
+    data_args = {k: v for k, v in config["data"].items() if k in ("batch_size", "crop_padding", "augment")}
+    return model_args, data_args
+
+
+class EpochTimer(L.Callback):
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: str) -> float:
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = L.Trainer(
+            max_epochs=1, accelerator="cpu", precision=precision, limit_val_batches=0, enable_checkpointing=False,
+            logger=CSVLogger(tmp), callbacks=[timer], enable_progress_bar=True, enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )  # fmt: skip
+        trainer.fit(module, datamodule=dm)
+    return timer.seconds
+
+
+def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: str) -> float:
+    """The same work as Lightning's epoch, written out by hand; ``module`` is only used as the network."""
+    hp = module.hparams
+    groups = param_groups(module, hp["lr"], hp["weight_decay"], hp["bias_lr_scale"])
+    opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    total = len(loader)
+    factor = partial(lr_factor, total_steps=total, warmup_steps=max(1, round(hp["warmup_fraction"] * total)),
+                     schedule=hp["schedule"])  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    module.train()
+    start = time.perf_counter()
+    for images, labels in loader:
+        x = dm.transform(images, train=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            logits = module(x)
+            loss = F.cross_entropy(logits, labels, label_smoothing=hp["label_smoothing"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(CLASSES), default="cnn")
+    parser.add_argument("--images", type=int, default=None, help="images per epoch (default: 10,240 cnn, 45,000 mlp)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    count = args.images or (10_240 if args.model == "cnn" else 45_000)
+
+    model_args, data_args = load_config(args.model)
+    precision = default_precision("cpu")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (count,), generator=gen)
+    dm = CIFAR10DataModule(**data_args)
+    dm.data_train = _InMemory(images, labels)  # in memory: no disk, same batches for both sides
+    dm.data_val = _InMemory(images[:1], labels[:1])
+
+    def fresh() -> CIFAR10Classifier:
+        torch.manual_seed(0)
+        return CLASSES[args.model](**model_args)
+
+    plain_epoch(fresh(), dm, precision), lightning_epoch(fresh(), dm, precision)  # warm-up both paths
+    times: dict[str, list[float]] = {"plain": [], "lightning": []}
+    for _ in range(args.repeats):
+        times["plain"].append(plain_epoch(fresh(), dm, precision))
+        times["lightning"].append(lightning_epoch(fresh(), dm, precision))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmodel {args.model}, {count} images/epoch, batch {dm.batch_size}, precision {precision}, "
+          f"repeats {args.repeats}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    for name, values in times.items():
+        print(f"{name:9s} median {med[name]:7.2f} s/epoch ({count / med[name]:8,.0f} img/s)  "
+              f"runs: {', '.join(f'{v:.2f}' for v in values)}")  # fmt: skip
+    print(f"overhead={med['lightning'] / med['plain']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Reading a finished run folder back: ``results.json`` and the per-epoch curves in ``metrics.csv``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"  # written by callbacks.RunSummary
+METRICS_FILE = "metrics.csv"  # written by the CSV logger
+EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+class RunError(ValueError):
+    """A folder that is not a finished run; the message names the folder and the missing file."""
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder: it has no {RESULTS_FILE}. Pass folders like runs/cnn/<id>/.")
+    return json.loads(path.read_text())
+
+
+def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{metric: [(epoch, value), ...]}`` for the epoch-level metrics; the last value logged in an epoch wins."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {METRICS_FILE}; it was not written by train.py's CSV logger.")
+    by_epoch: dict[str, dict[int, float]] = defaultdict(dict)
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for name in EPOCH_METRICS:
+                if row.get(name):
+                    by_epoch[name][int(row["epoch"])] = float(row[name])
+    return {name: sorted(points.items()) for name, points in by_epoch.items()}

@@ -1,0 +1,88 @@
+"""The exported model and the predict command: same answers as the trained model, without Lightning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_images, run_dirs, tiny_args, write_folder
+from PIL import Image
+
+from cifar_lightning import CIFAR10DataModule, predict
+from cifar_lightning.cli import main
+from cifar_lightning.constants import CLASSES
+from cifar_lightning.export import load_exported
+from cifar_lightning.modules import CIFAR10Classifier
+
+
+@pytest.fixture(scope="module", params=["mlp", "cnn"])
+def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp(request.param)
+    data = write_folder(tmp / "data")
+    assert main(tiny_args(data, tmp / "runs", request.param, epochs=2)) == 0
+    [run] = run_dirs(tmp / "runs")
+    return run
+
+
+def checkpoint_model(run: Path) -> CIFAR10Classifier:
+    best = json.loads((run / "results.json").read_text())["best_checkpoint"]
+    return predict.load_classifier(Path(best))
+
+
+def test_exported_model_matches_the_checkpoint(trained_run: Path) -> None:
+    exported, meta = load_exported(trained_run / "model.pt2")
+    assert meta["classes"] == list(CLASSES) and meta["mean"] and meta["std"]
+    module = checkpoint_model(trained_run)
+    images = torch.from_numpy(make_images(3, seed=7)[0]).permute(0, 3, 1, 2).contiguous()  # uint8 (30, 3, 32, 32)
+    dm = CIFAR10DataModule()
+    with torch.no_grad():
+        expected = module(dm.transform(images, train=False))
+        got = exported(images.float() / 255)
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_predict_gives_the_in_memory_models_classes(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, _ = make_images(2, seed=9)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    module = checkpoint_model(trained_run)
+    with torch.no_grad():
+        x = CIFAR10DataModule().transform(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), train=False)
+        expected = [CLASSES[i] for i in module(x).argmax(-1).tolist()]
+    best = json.loads((trained_run / "results.json").read_text())["best_checkpoint"]
+    for model_file in (trained_run / "model.pt2", Path(best)):
+        assert predict.main([str(model_file), *map(str, paths)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split(": ")[1].split()[0] for line in lines] == expected
+        assert all(line.count("%") == 3 for line in lines)  # top-3 with probabilities
+
+
+def test_predict_resizes_and_skips_unreadable_files(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.full((48, 40, 3), 120, np.uint8)).save(big)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert predict.main([str(trained_run / "model.pt2"), str(broken), str(big)]) == 1
+    captured = capsys.readouterr()
+    assert f"cannot read {broken}" in captured.err and "resized to 32x32" in captured.err
+    assert captured.out.startswith(f"{big}: ")
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".ckpt"])
+def test_predict_rejects_a_damaged_model_file(suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / f"model{suffix}"
+    bad.write_bytes(b"\x00" * 100)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert predict.main([str(bad), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Could not load {bad}") and "Traceback" not in err

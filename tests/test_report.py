@@ -1,0 +1,91 @@
+"""Issue 3's outputs: figures and the test report in every run folder, what reaches W&B offline, and compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_wandb_records, run_dirs, tiny_args
+from matplotlib.figure import Figure
+
+from cifar_lightning import compare, plots
+from cifar_lightning.cli import main
+from cifar_lightning.constants import CLASSES
+from cifar_lightning.runs import read_curves
+
+FIGURES = {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png", "mistakes.png"}
+
+
+def test_plot_functions_are_pure_and_complete() -> None:
+    curves = {"cnn": {"train/loss": [(0, 2.0), (1, 1.5)], "val/acc": [(0, 0.3), (1, 0.5)]}}
+    matrix = np.arange(100).reshape(10, 10)
+    figs = [
+        plots.learning_curves(curves),
+        plots.confusion_matrix(matrix, CLASSES),
+        plots.per_class_bars({"cnn": dict.fromkeys(CLASSES, 0.5)}),
+        plots.mistakes_grid(np.zeros((3, 3, 32, 32), np.uint8), [0, 1, 2], [1, 2, 3], [0.9, 0.8, 0.7], CLASSES),
+        plots.comparison({**curves, "mlp": curves["cnn"]}, {"cnn": {"test acc": 0.9}, "mlp": {"test acc": None}}),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    loss_ax, acc_ax = figs[0].axes
+    assert len(loss_ax.lines) == 1 and len(acc_ax.lines) == 1
+    assert [t.get_text() for t in figs[1].axes[0].get_xticklabels()] == list(CLASSES)
+    assert len(figs[4].axes[1].lines) == 2  # both runs' val/acc on the shared accuracy axes
+
+
+def test_run_folder_gets_figures_and_a_full_test_report(folder_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert main(tiny_args(folder_dir, out, "cnn", epochs=2)) == 0
+    [run] = run_dirs(out)
+    assert {p.name for p in (run / "figures").iterdir()} == FIGURES
+    results = json.loads((run / "results.json").read_text())
+    assert results["test/acc"] <= results["test/acc_top5"] <= 1
+    for kind in ("precision", "recall", "f1"):
+        assert set(results[f"test/{kind}_per_class"]) == set(CLASSES)
+    assert results["test/recall_per_class"] == results["test/acc_per_class"]  # per-class accuracy is recall
+    # the test split has 4 images per class: accuracy is the mean of per-class recalls
+    assert results["test/acc"] == pytest.approx(np.mean(list(results["test/acc_per_class"].values())), abs=1e-6)
+
+
+def test_wandb_offline_gets_config_tags_figures_and_a_max_summary(folder_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    args = tiny_args(folder_dir, out, "mlp", epochs=2)
+    args[args.index("--wandb") + 1] = "true"
+    assert main(args) == 0
+    [run] = run_dirs(out)
+    [offline] = (run / "wandb").glob("offline-run-*")
+    media = {p.name.split("_")[0] for p in (offline / "files" / "media" / "images" / "figures").glob("*.png")}
+    assert media == {name.removesuffix(".png").split("_")[0] for name in FIGURES}
+    records = read_wandb_records(next(offline.glob("*.wandb")))
+    [run_record] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run_record.run_group == "mlp"
+    assert {"precision:32-true", "data:folder"} <= set(run_record.tags)
+    config = {u.key for u in run_record.config.update}  # the resolved config, given when the run starts
+    config |= {u.key for r in records if r.WhichOneof("record_type") == "config" for u in r.config.update}
+    assert {"model", "data", "trainer", "parameters"} <= config
+    metrics = {m.metric.name: m.metric for m in records if m.WhichOneof("record_type") == "metric"}
+    assert metrics["val/acc"].summary.max  # the dashboard shows the best val/acc, not the last
+    summary = {u.key or "/".join(u.nested_key): json.loads(u.value_json) for r in records
+               if r.WhichOneof("record_type") == "summary" for u in r.summary.update}  # fmt: skip
+    best = max(v for _, v in read_curves(run)["val/acc"])
+    assert summary["val/acc"] == {"max": pytest.approx(best)}
+
+
+def test_compare_prints_a_table_and_writes_one_png(
+    batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    assert main(tiny_args(batches_dir, out, "mlp")) == 0
+    assert main(tiny_args(batches_dir, out, "cnn")) == 0
+    capsys.readouterr()
+    png = tmp_path / "cmp" / "comparison.png"
+    assert compare.main([*map(str, run_dirs(out)), "--out", str(png)]) == 0
+    table = capsys.readouterr().out
+    header, _, *rows = table.splitlines()[:4]
+    assert "best val acc" in header and "test acc" in header and "images/s" in header
+    assert [row.split()[0] for row in rows] == ["cnn", "mlp"]
+    assert png.stat().st_size > 10_000
+    assert compare.main([str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback
+    assert "is not a run folder" in capsys.readouterr().err
