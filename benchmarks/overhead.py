@@ -30,7 +30,8 @@ from lightning.pytorch.loggers import CSVLogger
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.cli import default_precision
 from cifar_lightning.data import _InMemory
-from cifar_lightning.modules import CIFAR10Classifier, lr_factor, param_groups
+from cifar_lightning.modules import CIFAR10Classifier
+from cifar_lightning.optim import lr_factor, param_groups
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
@@ -41,6 +42,20 @@ def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
     model_args = {**config["model"]["init_args"], "lookahead": False}
     data_args = {k: v for k, v in config["data"].items() if k in ("batch_size", "crop_padding", "augment")}
     return model_args, data_args
+
+
+class InMemoryData(CIFAR10DataModule):
+    """The DataModule's loaders and batched transforms over images already in memory: no disk, no download."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, val_count: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_train, self.data_val = _InMemory(images, labels), _InMemory(images[:val_count], labels[:val_count])
+
+    def prepare_data(self) -> None:
+        pass
+
+    def setup(self, stage: str) -> None:
+        pass
 
 
 class EpochTimer(L.Callback):
@@ -101,9 +116,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (count,), generator=gen)
-    dm = CIFAR10DataModule(**data_args)
-    dm.data_train = _InMemory(images, labels)  # in memory: no disk, same batches for both sides
-    dm.data_val = _InMemory(images[:1], labels[:1])
+    dm = InMemoryData(images, labels, **data_args)  # no disk, the same batches for both sides
 
     def fresh() -> CIFAR10Classifier:
         torch.manual_seed(0)

@@ -18,11 +18,9 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from overhead import CLASSES, EpochTimer, load_config
+from overhead import CLASSES, EpochTimer, InMemoryData, load_config
 
-from cifar_lightning import CIFAR10DataModule
 from cifar_lightning.cli import default_precision
-from cifar_lightning.data import _InMemory
 
 TRAIN, VAL = 45_000, 5_000
 
@@ -32,8 +30,7 @@ def measure(model: str, images: int, accelerator: str) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (images,), generator=gen)
-    dm = CIFAR10DataModule(**data_args)
-    dm.data_train, dm.data_val = _InMemory(x, y), _InMemory(x[:VAL], y[:VAL])
+    dm = InMemoryData(x, y, val_count=VAL, **data_args)
     module = CLASSES[model](**model_args)
     timer = EpochTimer()
     precision = default_precision(accelerator)

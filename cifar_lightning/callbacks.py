@@ -122,11 +122,11 @@ class RunSummary(L.Callback):
 
 
 class RunFigures(L.Callback):
-    """After testing, draws the run's figures into ``<run>/figures/`` and, when a W&B logger is attached, logs them.
+    """Draws the run's figures into ``<run>/figures/`` and, when a W&B logger is attached, logs them there too.
 
-    Figures: learning curves, the test confusion matrix (counts and row-normalized), per-class accuracy, and the
-    ``max_mistakes`` most confident test mistakes. Under DDP the confusion matrix covers every rank (torchmetrics
-    syncs it); the mistakes grid shows rank 0's share of the test set.
+    After fit: learning curves. After testing, also the test confusion matrix (counts and row-normalized),
+    per-class accuracy, and the ``max_mistakes`` most confident test mistakes. Under DDP the confusion matrix covers
+    every rank (torchmetrics syncs it); the mistakes grid shows rank 0's share of the test set.
 
     Args:
         max_mistakes: images in the mistakes grid.
@@ -155,22 +155,32 @@ class RunFigures(L.Callback):
         self._mistakes = [t[keep] for t in found]
 
     @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module, test=False)  # the curves exist even where there is no test split
+
+    @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module, test=True)
+
+    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, test: bool) -> None:
         if trainer.log_dir is None:
             return
-        run_dir = Path(trainer.log_dir)
-        figures = self.draw(run_dir, pl_module)
-        folder = run_dir / "figures"
+        for logger in trainer.loggers:
+            logger.save()  # flush metrics.csv before reading the curves back
+        figures = self.draw(Path(trainer.log_dir), pl_module, test)
+        folder = Path(trainer.log_dir) / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name, fig in figures.items():
             paths[name] = folder / f"{name}.png"
             fig.savefig(paths[name], dpi=110)
+        confusion = getattr(pl_module, "test_confusion", None) if test else None
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                log_figures_to_wandb(logger, paths, getattr(pl_module, "test_confusion", None), pl_module)
+                log_figures_to_wandb(logger, paths, confusion, pl_module)
 
-    def draw(self, run_dir: Path, pl_module: L.LightningModule) -> dict[str, Figure]:
+    def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
+        """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
         classes = list(getattr(pl_module, "class_names", ()))
         model = type(pl_module).__name__.removesuffix("Classifier").lower()
         figures = {}
@@ -178,12 +188,12 @@ class RunFigures(L.Callback):
         if curves:
             figures["learning_curves"] = plots.learning_curves({model: curves})
         confusion = getattr(pl_module, "test_confusion", None)
-        if confusion is not None:
+        if test and confusion is not None:
             counts = confusion.numpy()
             figures["confusion_matrix"] = plots.confusion_matrix(counts, classes)
             recall = counts.diagonal() / counts.sum(axis=1).clip(min=1)
             figures["per_class_accuracy"] = plots.per_class_bars({model: dict(zip(classes, recall, strict=True))})
-        if self._mistakes is not None and len(self._mistakes[0]):
+        if test and self._mistakes is not None and len(self._mistakes[0]):
             confidence, images, true, predicted = self._mistakes
             figures["mistakes"] = plots.mistakes_grid(
                 images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes

@@ -24,7 +24,7 @@ from cifar_lightning import sources
 from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.loggers import WandbRunSetup, finish_wandb, make_wandb_logger
-from cifar_lightning.modules import CIFAR10Classifier
+from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.sources import DataError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -181,6 +181,9 @@ def main(args: list[str] | None = None) -> int:
     except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DivergedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         if cli is not None:
             finish_wandb(cli.trainer)

@@ -17,7 +17,6 @@ from cifar_lightning import plots
 from cifar_lightning.runs import RunError, read_curves, read_results
 
 COLUMNS = (  # header, results.json key, format
-    ("model", "model", "{}"),
     ("parameters", "parameters", "{:,}"),
     ("best val acc", "val/acc_best", "{:.4f}"),
     ("test acc", "test/acc", "{:.4f}"),

@@ -6,7 +6,6 @@ knob appears as a typed flag (``--model.lr``) with a default tuned for that mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal, cast
@@ -26,40 +25,14 @@ from torchmetrics.classification import (
 
 from cifar_lightning.constants import CLASSES, NUM_CLASSES
 from cifar_lightning.nets import CNN, MLP
+from cifar_lightning.optim import Lookahead, Optimizer, Schedule, lr_factor, param_groups
 
-Optimizer = Literal["sgd", "adamw"]
-Schedule = Literal["linear", "cosine", "constant"]
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
-    """Learning-rate multiplier: linear warm-up from ~0 to 1, then ``schedule`` down to 0 at ``total_steps``.
-
-    ``linear`` is the triangular one-cycle of the fast CIFAR recipes; ``cosine`` the half-cosine decay.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_lr_scale: float) -> list[dict[str, Any]]:
-    """Two optimizer groups of the trainable parameters: matrices and filters, then 1-D ones (biases, norm shifts).
-
-    The 1-D group gets ``lr * bias_lr_scale`` and ``weight_decay / bias_lr_scale``: the product, the fraction decayed
-    per step, stays the same for every parameter.
-    """
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in trainable if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * bias_lr_scale,
-         "weight_decay": weight_decay / bias_lr_scale},
-    ]  # fmt: skip
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and the likely causes."""
 
 
 class CIFAR10Classifier(L.LightningModule):
@@ -121,7 +94,7 @@ class CIFAR10Classifier(L.LightningModule):
         self.test_confusion: Tensor | None = None  # (true, predicted) counts of the last test, for the figures
         self.val_acc_best = MaxMetric()
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
-        self._slow_weights: dict[str, Tensor] = {}
+        self.lookahead = Lookahead()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -157,8 +130,19 @@ class CIFAR10Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        if not torch.isfinite(loss):  # one host sync per step, which the progress bar's loss display pays anyway
+            raise DivergedError(
+                f"train/loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); stopping "
+                f"instead of training on garbage. Likely causes: a learning rate too high for this model (lr="
+                f"{self.hparams['lr']}: try --model.lr {self.hparams['lr'] / 4:g})"
+                + ("." if self.trainer.precision == "32-true" else f", or an overflow in reduced precision "
+                   f"({self.trainer.precision}: try --trainer.precision 32-true).")
+            )  # fmt: skip
+        # Per-step values only on the steps the loggers write (every log_every_n_steps): each self.log call costs
+        # Lightning's bookkeeping, which is measurable against a small model's step (benchmarks/overhead.py).
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -197,24 +181,8 @@ class CIFAR10Classifier(L.LightningModule):
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not self.hparams["lookahead"]:
-            return
-        step, total = self.trainer.global_step, max(1, int(self.trainer.estimated_stepping_batches))
-        if step >= total:
-            self._lookahead(1.0)  # finish on the slow weights
-        elif step % 5 == 0:
-            self._lookahead(0.95**5 * (step / total) ** 3)
-
-    @torch.no_grad()
-    def _lookahead(self, decay: float) -> None:
-        """slow <- decay * slow + (1 - decay) * fast, then fast <- slow; batch-norm statistics included."""
-        state = {k: v for k, v in self.net.state_dict().items() if v.is_floating_point()}
-        if not self._slow_weights:  # first call of this run (or after a resume): start from the current weights
-            self._slow_weights = {k: v.detach().clone() for k, v in state.items()}
-        for key, fast in state.items():
-            slow = self._slow_weights[key]
-            slow.lerp_(fast, 1 - decay)
-            fast.copy_(slow)
+        if self.hparams["lookahead"]:
+            self.lookahead.step(self.net, self.trainer.global_step, int(self.trainer.estimated_stepping_batches))
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())
@@ -258,9 +226,9 @@ class MLPClassifier(CIFAR10Classifier):
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (1024, 512),
-        drop_rate: float = 0.2,
-        whiten: bool = False,
-        whiten_eps: float = 0.1,
+        drop_rate: float = 0.0,
+        whiten: bool = True,
+        whiten_eps: float = 10.0,
         num_classes: int = NUM_CLASSES,
         lr: float = 0.05,
         weight_decay: float = 5e-4,
@@ -271,7 +239,7 @@ class MLPClassifier(CIFAR10Classifier):
         label_smoothing: float = 0.0,
         bias_lr_scale: float = 1.0,
         lookahead: bool = False,
-        tta_level: int = 0,
+        tta_level: int = 1,
     ) -> None:
         super().__init__(
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
@@ -297,7 +265,7 @@ class CNNClassifier(CIFAR10Classifier):
 
     def __init__(
         self,
-        widths: Sequence[int] = (64, 256, 256),
+        widths: Sequence[int] = (96, 384, 384),
         drop_rate: float = 0.0,
         bn_momentum: float = 0.4,
         head_scale: float = 1 / 9,

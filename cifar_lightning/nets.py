@@ -138,7 +138,7 @@ class CNN(nn.Module):
     def __init__(
         self,
         num_classes: int = NUM_CLASSES,
-        widths: Sequence[int] = (64, 256, 256),
+        widths: Sequence[int] = (96, 384, 384),
         drop_rate: float = 0.0,
         bn_momentum: float = 0.4,
         head_scale: float = 1 / 9,

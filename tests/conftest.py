@@ -85,7 +85,10 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) -> list[str]:
     """train.py flags for a run of a few seconds on the synthetic data."""
-    size = ["--model.hidden_sizes", "[64]"] if model == "mlp" else ["--model.widths", "[8,16]"]
+    # MLP whitening off: its 3,072-pixel eigendecomposition would dominate a tiny run (test_models covers it)
+    size = (
+        ["--model.hidden_sizes", "[64]", "--model.whiten", "false"] if model == "mlp" else ["--model.widths", "[8,16]"]
+    )
     return [
         "--model", model, *size,
         "--data.data_dir", str(data_dir), "--data.batch_size", "16", "--data.val_split", "20",

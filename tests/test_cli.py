@@ -98,6 +98,7 @@ def test_no_test_split_reports_validation_only(tmp_path: Path, caplog: pytest.Lo
     results = read_results(run)
     assert results["test/acc"] is None and results["val/acc_best"] is not None
     assert "has no test split: reporting validation only" in caplog.text
+    assert [p.name for p in (run / "figures").iterdir()] == ["learning_curves.png"]  # curves even without a test
 
 
 def test_unknown_model_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,3 +142,13 @@ def test_wandb_runs_offline_and_finishes(batches_dir: Path, tmp_path: Path, capl
         [offline] = (run / "wandb").glob("offline-run-*")
         assert list(offline.glob("*.wandb"))  # the run's history file, ready for `wandb sync`
         assert f"wandb sync {offline}" in caplog.text
+
+
+def test_diverging_loss_stops_at_once_with_the_step(
+    batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*tiny_args(batches_dir, tmp_path / "runs", "mlp", epochs=3), "--model.lr", "1e30"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: train/loss became" in err and "at step" in err and "--model.lr" in err
+    assert "Traceback" not in err
