@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from cifar_lightning import plots
-from cifar_lightning.export import EXPORT_FILE, export_net
+from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, read_curves
 
@@ -220,7 +220,8 @@ def log_figures_to_wandb(
 
 
 class ExportBest(L.Callback):
-    """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` (see ``export.py``)."""
+    """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` and, where the ``onnx``
+    package is installed, ``<run>/model.onnx`` (see ``export.py``)."""
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -233,4 +234,6 @@ class ExportBest(L.Callback):
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
-        export_net(net, Path(trainer.log_dir) / EXPORT_FILE, getattr(pl_module, "class_names", ()), meta)
+        classes = getattr(pl_module, "class_names", ())
+        export_net(net, Path(trainer.log_dir) / EXPORT_FILE, classes, meta)
+        export_onnx(net, Path(trainer.log_dir) / ONNX_FILE, classes, meta)

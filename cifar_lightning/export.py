@@ -25,6 +25,7 @@ from cifar_lightning.constants import IMAGE_SHAPE, MEAN, STD
 
 META_FILE = "cifar_lightning.json"
 EXPORT_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
 
 
 class Normalized(nn.Module):
@@ -43,13 +44,13 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None) -> Path:
-    """Exports an eval-mode, fp32, CPU copy of ``net`` (the original is left as it was) with a dynamic batch size."""
-    model = Normalized(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
-    example = torch.rand(2, *IMAGE_SHAPE)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    meta = {
+def _portable(net: nn.Module) -> nn.Module:
+    """An eval-mode, fp32, CPU copy of ``net`` behind the normalization; the original is left as it was."""
+    return Normalized(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
+
+
+def _metadata(classes: Sequence[str], extra: dict[str, Any] | None) -> dict[str, Any]:
+    return {
         "classes": list(classes),
         "input": "float32 RGB images (N, 3, 32, 32) scaled to 0..1; normalization is inside the model",
         "mean": list(MEAN),
@@ -57,10 +58,38 @@ def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[s
         "output": "logits (N, num_classes)",
         **(extra or {}),
     }
+
+
+def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None) -> Path:
+    """Exports ``net`` with ``torch.export`` to ``path`` (``.pt2``), with a dynamic batch size."""
+    example = torch.rand(2, *IMAGE_SHAPE)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(_portable(net), (example,), dynamic_shapes=({0: batch},))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(meta)})
+    torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(_metadata(classes, extra))})
     tmp.replace(path)  # never leave a half-written model behind
+    return path
+
+
+def export_onnx(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None) -> Path | None:
+    """Also an ONNX file, input ``images`` and output ``logits``, metadata in its ``metadata_props``; only where the
+    ``onnx`` and ``onnxscript`` packages (what torch's exporter needs) are installed, else None."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's exporter imports it)
+    except ImportError:
+        return None
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.onnx.export(
+        _portable(net), (torch.rand(2, *IMAGE_SHAPE),), tmp, input_names=["images"], output_names=["logits"],
+        dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+    )  # fmt: skip
+    model = onnx.load(tmp)
+    onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra))})
+    onnx.save(model, tmp)
+    tmp.replace(path)
     return path
 
 

@@ -86,3 +86,18 @@ def test_predict_rejects_a_damaged_model_file(suffix: str, tmp_path: Path, capsy
     assert predict.main([str(bad), str(image)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Could not load {bad}") and "Traceback" not in err
+
+
+def test_onnx_export_matches_the_checkpoint(trained_run: Path) -> None:
+    """Where onnx is installed (the [dev] extra), every run also leaves model.onnx; it runs without torch."""
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(trained_run / "model.onnx")
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["cifar_lightning.json"])
+    assert meta["classes"] == list(CLASSES)
+    images = torch.from_numpy(make_images(2, seed=5)[0]).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        expected = checkpoint_model(trained_run)(CIFAR10DataModule().transform(images, train=False))
+    [got] = ReferenceEvaluator(model).run(None, {"images": (images.float() / 255).numpy()})
+    assert np.abs(got - expected.numpy()).max() <= 1e-4
