@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cifar_lightning import sources
 from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
@@ -114,8 +116,20 @@ class CIFARCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         trainer = self._cfg().trainer
+        epochs = trainer.max_epochs
+        if epochs is not None and epochs != -1 and epochs < 1:
+            raise UsageError(f"--trainer.max_epochs must be at least 1 (or -1 for no limit), got {epochs}.")
         if trainer.precision is None:
             trainer.precision = default_precision(str(trainer.accelerator))
+
+    def instantiate_classes(self) -> None:
+        """Builds data, model and Trainer; a bad value for any of them is a usage error, raised before training."""
+        try:
+            super().instantiate_classes()
+        except UsageError:
+            raise
+        except (ValueError, MisconfigurationException) as err:
+            raise UsageError(f"invalid configuration: {err}") from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._cfg()
@@ -140,7 +154,11 @@ class CIFARCLI(LightningCLI):
                 callbacks.append(WandbRunSetup())
             kwargs["logger"] = loggers
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        return self._instantiate_trainer(trainer_config, callbacks)
+        try:
+            return self._instantiate_trainer(trainer_config, callbacks)
+        except (ValueError, MisconfigurationException):
+            shutil.rmtree(root / model_name / run_id, ignore_errors=True)  # no empty run folder left behind
+            raise
 
 
 def _plain(value: Any) -> Any:

@@ -152,3 +152,35 @@ def test_diverging_loss_stops_at_once_with_the_step(
     err = capsys.readouterr().err
     assert "error: train/loss became" in err and "at step" in err and "--model.lr" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--trainer.max_epochs", "0", "max_epochs must be at least 1"),
+        ("--trainer.max_epochs", "-3", "max_epochs must be at least 1"),
+        ("--data.batch_size", "0", "batch_size must be a positive integer, got 0"),
+        ("--data.val_split", "-5", "val_split as a count must be >= 0"),
+        ("--trainer.accelerator", "quantum", "invalid accelerator name"),
+    ],
+)
+def test_bad_values_fail_before_training_with_one_message(
+    flag: str, value: str, message: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err and "Traceback" not in err
+    assert not list((tmp_path / "runs").rglob("*.*"))  # no run folder, config or checkpoint left behind
+
+
+def test_unknown_precision_is_rejected_by_the_parser(folder_dir: Path, tmp_path: Path) -> None:
+    args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
+    args[args.index("--trainer.precision") + 1] = "fp7"
+    with pytest.raises(SystemExit) as exit_:  # jsonargparse prints the valid choices and exits with status 2
+        main(args)
+    assert exit_.value.code == 2 and not (tmp_path / "runs").exists()
