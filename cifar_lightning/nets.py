@@ -41,7 +41,7 @@ class MLP(nn.Module):
         hidden_sizes: Sequence[int] = (1024, 512),
         drop_rate: float = 0.2,
         whiten: bool = False,
-        whiten_eps: float = 0.1,
+        whiten_eps: float = 10.0,
     ) -> None:
         super().__init__()
         width = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
