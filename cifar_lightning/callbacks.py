@@ -86,13 +86,13 @@ class RunSummary(L.Callback):
             {"test/acc": _metric(trainer, "test/acc"), "test/loss": _metric(trainer, "test/loss"),
              "test/acc_top5": _metric(trainer, "test/acc_top5")}
         )  # fmt: skip
-        for kind in ("acc", "precision", "recall", "f1"):
-            # recall per class is accuracy per class; the module logs it once, as test/acc_<class>
-            prefix = f"test/{'acc' if kind == 'recall' else kind}_"
+        metrics, classes = trainer.callback_metrics, getattr(pl_module, "class_names", ())
+        for kind in ("acc", "precision", "f1"):
             self.results[f"test/{kind}_per_class"] = {
-                k.removeprefix(prefix): round(float(v), 6) for k, v in trainer.callback_metrics.items()
-                if k.startswith(prefix) and k != "test/acc_top5"
-            }  # fmt: skip
+                c: round(float(metrics[f"test/{kind}_{c}"]), 6) for c in classes if f"test/{kind}_{c}" in metrics
+            }
+        # per-class accuracy is per-class recall; the module logs it once, as test/acc_<class>
+        self.results["test/recall_per_class"] = self.results["test/acc_per_class"]
         if trainer.ckpt_path:
             self.results["tested_checkpoint"] = str(trainer.ckpt_path)
         self._write(trainer, pl_module)
@@ -211,9 +211,9 @@ def log_figures_to_wandb(
         logger.log_image(key=f"figures/{name}", images=[str(path)])
     if confusion is not None:
         # wandb.plot.confusion_matrix wants label lists; rebuilding them from the counts gives the same matrix.
-        true, predicted = np.nonzero(confusion.numpy() >= 0)
-        counts = confusion.numpy()[true, predicted]
-        y_true, preds = np.repeat(true, counts), np.repeat(predicted, counts)
+        counts = confusion.numpy()
+        true, predicted = np.indices(counts.shape).reshape(2, -1)  # every (true, predicted) cell
+        y_true, preds = np.repeat(true, counts.ravel()), np.repeat(predicted, counts.ravel())
         class_names = list(getattr(pl_module, "class_names", ()))
         plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(), class_names=class_names)
         logger.experiment.log({"test/confusion_matrix": plot})
