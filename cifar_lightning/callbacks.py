@@ -7,6 +7,8 @@
   second of training-loop time, validation excluded), ``best_checkpoint``
 - ``test/acc``, ``test/loss``, ``test/acc_per_class`` (class name -> accuracy); null where no test was run
 - ``test/acc_top5``, ``test/precision_per_class``, ``test/recall_per_class``, ``test/f1_per_class``
+- ``global_step``; ``resumed_from`` (the checkpoint fit resumed from, or null); ``interrupted``: null, or
+  ``{"signal", "step", "epoch", "checkpoint"}`` when SIGINT/SIGTERM stopped the run
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from cifar_lightning import plots
 from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
+from cifar_lightning.faults import GracefulStop
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, read_curves
+
+
+def run_dir(trainer: L.Trainer) -> Path | None:
+    """``trainer.log_dir`` without its broadcast: that is a collective call, and these callbacks run on rank 0 only
+    (calling it there deadlocks DDP)."""
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    folder = getattr(logger, "log_dir", None) or logger.save_dir
+    return Path(folder) if folder else None
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
@@ -38,7 +51,7 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
 
 
 class RunSummary(L.Callback):
-    """Times training and writes ``results.json`` into the run folder (``trainer.log_dir``) after fit and test."""
+    """Times training and writes ``results.json`` into the run folder (``run_dir``) after fit and test."""
 
     def __init__(self) -> None:
         self.results: dict[str, Any] = {}
@@ -77,8 +90,22 @@ class RunSummary(L.Callback):
                 "train_seconds": round(time.perf_counter() - self._fit_start, 2),
                 "images_per_second": round(self._images / self._loop_seconds, 1) if self._loop_seconds else None,
                 "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+                "global_step": trainer.global_step,
+                "resumed_from": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+                "interrupted": None,
             }
         )
+        self._write(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        stop = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
+        if stop is None or stop.signal_name is None:
+            return
+        self.results.update({
+            "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+            "interrupted": {"signal": stop.signal_name, "step": stop.step, "epoch": trainer.current_epoch,
+                            "checkpoint": stop.checkpoint},
+        })  # fmt: skip
         self._write(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -99,7 +126,8 @@ class RunSummary(L.Callback):
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.log_dir is None:
+        folder = run_dir(trainer)
+        if folder is None:
             return
         datamodule = getattr(trainer, "datamodule", None)
         results = {
@@ -112,9 +140,10 @@ class RunSummary(L.Callback):
             **dict.fromkeys(("val/acc_best", "epochs", "train_seconds", "images_per_second", "best_checkpoint")),
             **dict.fromkeys(("test/acc", "test/loss", "test/acc_per_class", "test/acc_top5")),
             **dict.fromkeys(f"test/{kind}_per_class" for kind in ("precision", "recall", "f1")),
+            **dict.fromkeys(("global_step", "resumed_from", "interrupted")),
             **self.results,
         }
-        path = Path(trainer.log_dir) / RESULTS_FILE
+        path = folder / RESULTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
@@ -163,12 +192,13 @@ class RunFigures(L.Callback):
         self._save(trainer, pl_module, test=True)
 
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, test: bool) -> None:
-        if trainer.log_dir is None:
+        run = run_dir(trainer)
+        if run is None:
             return
         for logger in trainer.loggers:
             logger.save()  # flush metrics.csv before reading the curves back
-        figures = self.draw(Path(trainer.log_dir), pl_module, test)
-        folder = Path(trainer.log_dir) / "figures"
+        figures = self.draw(run, pl_module, test)
+        folder = run / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name, fig in figures.items():
@@ -226,7 +256,8 @@ class ExportBest(L.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = getattr(pl_module, "net", None)
-        if trainer.log_dir is None or not isinstance(net, torch.nn.Module):
+        folder = run_dir(trainer)
+        if folder is None or not isinstance(net, torch.nn.Module):
             return
         net = copy.deepcopy(net)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
@@ -235,5 +266,10 @@ class ExportBest(L.Callback):
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
         classes = getattr(pl_module, "class_names", ())
-        export_net(net, Path(trainer.log_dir) / EXPORT_FILE, classes, meta)
-        export_onnx(net, Path(trainer.log_dir) / ONNX_FILE, classes, meta)
+        export_net(net, folder / EXPORT_FILE, classes, meta)
+        try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
+            export_onnx(net, folder / ONNX_FILE, classes, meta)
+        except Exception as err:
+            rank_zero_warn(
+                f"ONNX export skipped ({type(err).__name__}: {str(err).splitlines()[0]}); {EXPORT_FILE} is written."
+            )

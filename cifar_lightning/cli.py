@@ -4,6 +4,8 @@
 2. Without a subcommand, ``train.py`` fits and then tests the best checkpoint (or says there is no test split).
 3. Every run gets its own folder ``<default_root_dir>/<model>/<run id>/`` holding ``config.yaml``,
    ``checkpoints/``, ``metrics.csv``, ``results.json`` and, unless ``--wandb false``, the W&B run.
+4. ``--ckpt_path last`` resumes the model's most recent run, in its own folder; ``last.ckpt`` is written every epoch,
+   every ``--ckpt_every_minutes`` (and ``--ckpt_every_n_steps``), and on SIGINT/SIGTERM (exit status 130/143).
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ import os
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cifar_lightning import sources
 from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.loggers import WandbRunSetup, finish_wandb, make_wandb_logger
+from cifar_lightning.faults import AtomicCheckpointIO, GracefulStop, check_checkpoint, find_last_checkpoint
+from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.sources import DataError
 
@@ -100,16 +104,29 @@ class CIFARCLI(LightningCLI):
 
     def __init__(self, args: list[str], run: bool) -> None:
         self.fit_and_test = not run
+        self.resume_from: str | None = None  # the checkpoint fit resumes from, resolved and checked
+        self.exit_code = 0
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
-            trainer_defaults={"default_root_dir": "runs", "callbacks": [RunSummary(), RunFigures(), ExportBest()]},
+            trainer_defaults={
+                "default_root_dir": "runs", "callbacks": [GracefulStop(), RunSummary(), RunFigures(), ExportBest()],
+            },
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
         )  # fmt: skip
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--wandb", type=bool, default=True, help="Log to Weights & Biases (offline without a key).")
         if self.fit_and_test:  # the subcommands define their own ckpt_path
-            parser.add_argument("--ckpt_path", type=str | None, default=None, help="Checkpoint to resume fit from.")
+            parser.add_argument(
+                "--ckpt_path", type=str | None, default=None,
+                help="Checkpoint to resume fit from, or 'last': the newest last.ckpt of this model under the root dir.",
+            )  # fmt: skip
+        parser.add_argument(
+            "--ckpt_every_minutes", type=float | None, default=10.0, help="Also save last.ckpt this often."
+        )
+        parser.add_argument(
+            "--ckpt_every_n_steps", type=int | None, default=None, help="Also save last.ckpt every N steps."
+        )
 
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -131,19 +148,63 @@ class CIFARCLI(LightningCLI):
         except (ValueError, MisconfigurationException) as err:
             raise UsageError(f"invalid configuration: {err}") from None
 
+    def resolve_checkpoint(self, root: Path, model_name: str) -> tuple[str | None, str | None]:
+        """The checked ``--ckpt_path`` (``last`` resolved) and, when fit resumes a run under ``root``, its run id."""
+        cfg = self._cfg()
+        ckpt = cfg.get("ckpt_path")
+        if ckpt in (None, "best"):
+            return ckpt, None
+        if ckpt == "last":
+            found = find_last_checkpoint(root / model_name)
+            if found is None:  # as Lightning does: `--ckpt_path last` can be set before the first run (SLURM requeue)
+                rank_zero_info(
+                    f"--ckpt_path last: no {model_name} run under {root} has checkpoints/last.ckpt; starting fresh."
+                )
+                return None, None
+            ckpt = str(found)
+        path = Path(ckpt).expanduser()
+        try:
+            check_checkpoint(path, self.model)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        in_run = (
+            path.parent.name == "checkpoints" and path.parent.parent.parent.resolve() == (root / model_name).resolve()
+        )
+        resumes = self.subcommand in (None, "fit")
+        return str(path), (path.parent.parent.name if in_run and resumes else None)
+
+    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
+        """Best-by-val/acc plus last.ckpt every epoch, and last.ckpt again at the intervals the flags ask for."""
+        cfg = self._cfg()
+        keep = {"save_last": True, "enable_version_counter": False}  # one last.ckpt, whichever callback wrote it
+        callbacks = [ModelCheckpoint(
+            monitor="val/acc", mode="max", auto_insert_metric_name=False,
+            filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}", **keep,  # type: ignore[arg-type]
+        )]  # fmt: skip
+        if cfg.get("ckpt_every_minutes"):
+            interval = timedelta(minutes=cfg.ckpt_every_minutes)
+            callbacks.append(ModelCheckpoint(save_top_k=0, train_time_interval=interval, **keep))  # type: ignore[arg-type]
+        if cfg.get("ckpt_every_n_steps"):
+            callbacks.append(ModelCheckpoint(save_top_k=0, every_n_train_steps=cfg.ckpt_every_n_steps, **keep))  # type: ignore[arg-type]
+        return callbacks
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._cfg()
         model_name = type(self.model).__name__.removesuffix("Classifier").lower()
         root = Path(cfg.trainer.default_root_dir or "runs")
-        run_id = os.environ.setdefault(RUN_ID_ENV, new_run_id(root, model_name))
+        ckpt, resumed_run = self.resolve_checkpoint(root, model_name)
+        if ckpt is not None and self.subcommand is not None:
+            self.config_init[self.subcommand].ckpt_path = ckpt  # what LightningCLI passes to trainer.fit/test
+        self.resume_from = ckpt
+        run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
         callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
-        callbacks.append(ModelCheckpoint(
-            monitor="val/acc", mode="max", save_last=True, auto_insert_metric_name=False,
-            filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}",
-        ))  # fmt: skip
+        callbacks += self.checkpoint_callbacks()
+        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         if cfg.trainer.logger is None or cfg.trainer.logger is True:
             # CSVLogger first: trainer.log_dir, where config.yaml, checkpoints/ and results.json go, is its folder.
-            csv_logger = CSVLogger(root, name=model_name, version=run_id)
+            resume_step = _checkpoint_step(ckpt) if resumed_run else None
+            csv_logger = RunCSVLogger(root, name=model_name, version=run_id, resume_step=resume_step)
             _ = csv_logger.experiment  # create the folder now, before SaveConfigCallback writes config.yaml into it
             loggers: list[Logger] = [csv_logger]
             if cfg.wandb:
@@ -157,8 +218,30 @@ class CIFARCLI(LightningCLI):
         try:
             return self._instantiate_trainer(trainer_config, callbacks)
         except (ValueError, MisconfigurationException):
-            shutil.rmtree(root / model_name / run_id, ignore_errors=True)  # no empty run folder left behind
+            if not resumed_run:
+                shutil.rmtree(root / model_name / run_id, ignore_errors=True)  # no empty run folder left behind
             raise
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit
+            self.exit_code = stop_code(self.trainer, stop)
+
+
+def _checkpoint_step(path: str | None) -> int | None:
+    """The global step a checkpoint was saved at; metrics.csv rows from that step on are logged again on resume."""
+    if path is None:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
+
+
+def stop_code(trainer: Any, stop: SystemExit) -> int:
+    """Exit status of a run ended by SystemExit: 130/143 after SIGINT/SIGTERM, else the SystemExit's own code."""
+    graceful = next((cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, GracefulStop)), None)
+    if graceful is not None and graceful.signal_name is not None:
+        return graceful.exit_code
+    return stop.code if isinstance(stop.code, int) else 1
 
 
 def _plain(value: Any) -> Any:
@@ -173,11 +256,19 @@ def _plain(value: Any) -> Any:
 def fit_and_test(cli: CIFARCLI) -> None:
     """The default command: fit, then test the best checkpoint if the data has a test split."""
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from)
+    except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit
+        cli.exit_code = stop_code(trainer, stop)
+        return
     if trainer.interrupted:
+        cli.exit_code = 1
         return
     if datamodule.has_test_split():
-        trainer.test(model, datamodule=datamodule, ckpt_path="best")
+        best = getattr(
+            trainer.checkpoint_callback, "best_model_path", ""
+        )  # the val/acc checkpoint, not an interval one
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or "best")
     else:
         rank_zero_info(
             f"{datamodule.data_dir} has no test split: reporting validation only "
@@ -189,22 +280,22 @@ def main(args: list[str] | None = None) -> int:
     """Entry point of ``train.py``; ``args`` defaults to ``sys.argv[1:]``. Returns the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
     owns_run_id = RUN_ID_ENV not in os.environ  # False in DDP children, which inherit the parent's
-    cli = None
+    cli, code = None, 1
     try:
         argv = expand_model_flag(argv)
         run = bool(argv) and argv[0] in SUBCOMMANDS
         cli = CIFARCLI(argv, run=run)
         if not run:
             fit_and_test(cli)
+        code = cli.exit_code
     except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except DivergedError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         if cli is not None:
-            finish_wandb(cli.trainer)
+            finish_wandb(cli.trainer, code)
         if owns_run_id:  # a second run in the same process gets a folder of its own
             os.environ.pop(RUN_ID_ENV, None)
-    return 0
+    return code

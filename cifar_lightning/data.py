@@ -28,7 +28,10 @@ Batch = tuple[Tensor, Tensor]
 
 
 class _InMemory(Dataset[Batch]):
-    """Indexed with a whole batch of indices at once, so a batch costs one gather instead of B Python calls."""
+    """Indexed with a whole batch of indices at once, so a batch costs one gather instead of B Python calls.
+
+    An index may come with a mask of images to mirror (``ShardedBatchSampler`` with ``alternate_flip``).
+    """
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
         self.images, self.labels = images, labels
@@ -36,7 +39,11 @@ class _InMemory(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: Tensor) -> Batch:  # type: ignore[override]
+    def __getitem__(self, index: Tensor | tuple[Tensor, Tensor]) -> Batch:  # type: ignore[override]
+        if isinstance(index, tuple):
+            index, mirror = index
+            images = self.images[index]
+            return torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images), self.labels[index]
         return self.images[index], self.labels[index]
 
 
@@ -47,14 +54,20 @@ class ShardedBatchSampler(DistributedSampler):
     it still calls ``set_epoch`` every epoch, which reshuffles. Training shards (``even=True``) have equal sizes so
     every rank runs the same number of steps (DDP would hang otherwise); evaluation shards cover every sample exactly
     once, so metrics synchronized over ranks equal the single-process ones.
+
+    With ``alternate_flip`` each index batch comes with a mirror mask: a seeded coin per image in epoch 0, then its
+    complement, then the coin again, so that every image is seen both ways in any two consecutive epochs
+    (airbench's alternating flip; random flips leave a quarter of the images unmirrored, or always mirrored, over
+    two epochs).
     """
 
     def __init__(
         self, dataset: _InMemory, batch_size: int, shuffle: bool, drop_last: bool, even: bool, seed: int, rank: int,
-        world_size: int,
+        world_size: int, alternate_flip: bool = False,
     ) -> None:  # fmt: skip
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size, self.drop_last_batch, self.even = batch_size, drop_last, even
+        self.alternate_flip = alternate_flip
 
     def _shard(self) -> Tensor:
         n = len(self.dataset)  # type: ignore[arg-type]
@@ -69,7 +82,11 @@ class ShardedBatchSampler(DistributedSampler):
         batches = list(self._shard().split(self.batch_size))
         if self.drop_last_batch and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        return iter(batches)
+        if not self.alternate_flip:
+            return iter(batches)
+        coins = torch.rand(len(self.dataset), generator=torch.Generator().manual_seed(self.seed)) < 0.5  # type: ignore[arg-type]
+        mirror = coins ^ bool(self.epoch % 2)
+        return iter([(b, mirror[b]) for b in batches])
 
     def __len__(self) -> int:
         size = len(self._shard())
@@ -93,6 +110,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         seed: seed of the train/val split and of the per-epoch shuffling.
         normalize: standardize with the CIFAR-10 mean and std; otherwise scale to 0..1.
         augment: random crop and flip on training batches.
+        alternate_flip: mirror each training image in every other epoch (a seeded coin decides which epochs)
+            instead of on a fresh coin flip per epoch; needs ``augment``.
         crop_padding: largest random translation in pixels (4 is the usual CIFAR recipe).
         pin_memory: page-locked batches for faster host-to-GPU copies (ignored without CUDA).
         drop_last: drop the last incomplete training batch.
@@ -115,6 +134,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         normalize: bool = True,
         augment: bool = True,
         crop_padding: int = 4,
+        alternate_flip: bool = False,
         pin_memory: bool = True,
         drop_last: bool = False,
         download: bool = True,
@@ -125,6 +145,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.val_split, self.batch_size, self.num_workers, self.seed = val_split, batch_size, num_workers, seed
         self.normalize, self.augment, self.crop_padding = normalize, augment, crop_padding
+        self.alternate_flip = alternate_flip
         self.pin_memory, self.drop_last, self.download = pin_memory, drop_last, download
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.data_train: _InMemory | None = None
@@ -198,7 +219,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         rank, world = self._rank_and_world()
         sampler = ShardedBatchSampler(
             data, self.batch_size, shuffle=train, drop_last=train and self.drop_last, even=train, seed=self.seed,
-            rank=rank, world_size=world,
+            rank=rank, world_size=world, alternate_flip=train and self.augment and self.alternate_flip,
         )  # fmt: skip
         return DataLoader(
             data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
@@ -220,8 +241,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     # ---- on-device transforms ----
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 batch -> float32 model input, augmented when ``train`` and ``augment`` are both on."""
-        if train and self.augment:
-            images = random_crop_flip(images, self.crop_padding)
+        if train and self.augment:  # with alternate_flip the loader has mirrored the batch already
+            images = random_crop_flip(images, self.crop_padding, flip=not self.alternate_flip)
         return normalize(images, MEAN, STD) if self.normalize else normalize(images, None, None)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:

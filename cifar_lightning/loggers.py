@@ -1,7 +1,10 @@
-"""Weights & Biases without surprises: offline when there are no credentials, and always finished."""
+"""Loggers without surprises: W&B offline when there are no credentials and always finished; a resumed run keeps
+its metrics.csv and its W&B run."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import netrc
 import os
 from collections.abc import Sequence
@@ -10,7 +13,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import lightning as L
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from cifar_lightning.nets import count_parameters
@@ -29,6 +33,50 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; this one keeps its rows logged before ``resume_step``
+    (a resumed run re-logs the steps after its checkpoint) and appends to them."""
+
+    def __init__(self, log_dir: str, resume_step: int) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if int(row["step"]) < self.resume_step]
+            self.metrics_keys = list(reader.fieldnames or [])
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class RunCSVLogger(CSVLogger):
+    """``CSVLogger`` that, given ``resume_step``, continues the run folder's metrics.csv instead of replacing it."""
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.resume_step is not None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, self.resume_step)
+        return super().experiment  # type: ignore[return-value]
+
+
+def wandb_run_id(run_dir: Path, group: str, name: str) -> str:
+    """``<group>-<name>-<hash of the folder's absolute path>``: the same for a folder every time it is resumed, and
+    distinct for same-named runs under different roots (W&B refuses an id a live run in this process holds)."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{group}-{name}-{digest}"
+
+
 def make_wandb_logger(
     run_dir: Path, group: str, name: str, config: dict[str, Any] | None = None, tags: Sequence[str] = ()
 ) -> WandbLogger:
@@ -36,7 +84,8 @@ def make_wandb_logger(
 
     ``group`` (the model name) and ``tags`` let the dashboard put runs side by side without manual setup;
     ``config`` (the resolved run config) becomes the W&B run config. Checkpoints are uploaded as model artifacts only
-    when the run is online.
+    when the run is online. The W&B run id comes from the run folder (``wandb_run_id``), with ``resume="allow"``, so a
+    run resumed into the same folder logs to the same W&B run.
     """
     offline = "WANDB_MODE" not in os.environ and not has_wandb_credentials()
     if offline:
@@ -46,8 +95,8 @@ def make_wandb_logger(
     online = not offline and os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        project=PROJECT, group=group, name=f"{group}-{name}", save_dir=str(run_dir), offline=offline,
-        log_model=online, config=config, tags=list(tags),
+        project=PROJECT, group=group, name=f"{group}-{name}", id=wandb_run_id(run_dir, group, name), resume="allow",
+        save_dir=str(run_dir), offline=offline, log_model=online, config=config, tags=list(tags),
     )  # fmt: skip
 
 
@@ -66,14 +115,15 @@ class WandbRunSetup(L.Callback):
 
 
 @rank_zero_only
-def finish_wandb(trainer: L.Trainer | None) -> None:
-    """Closes the W&B run so the next run in this process starts a new one, and prints the sync hint offline."""
+def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0) -> None:
+    """Closes the W&B run (marked failed for a non-zero ``exit_code``) so the next run in this process starts a new
+    one, and prints the sync hint offline."""
     for logger in getattr(trainer, "loggers", []):
         run = getattr(logger, "_experiment", None)
         if not isinstance(logger, WandbLogger) or run is None:
             continue
         offline = run.settings.mode == "offline" if hasattr(run, "settings") else False
         run_path = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the run folder
-        run.finish()
+        run.finish(exit_code=exit_code)
         if offline:
             rank_zero_info(f"W&B: offline run saved; upload it with: wandb sync {run_path}")

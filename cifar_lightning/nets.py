@@ -116,6 +116,14 @@ class ConvBlock(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
+class GlobalMaxPool(nn.Module):
+    """``AdaptiveMaxPool2d(1)`` as a plain ``amax``, which every exporter knows; torch 2.11's ONNX exporter has no
+    conversion for ``adaptive_max_pool2d``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
 class CNN(nn.Module):
     """Convolutions, batch norm, max-pooling and dropout: a 2x2 patch stem, then one ``ConvBlock`` per width.
 
@@ -156,7 +164,7 @@ class CNN(nn.Module):
             *(ConvBlock(w_in, w_out, bn_momentum) for w_in, w_out in pairwise((stem_width, *widths)))
         )
         self.head = nn.Sequential(
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(widths[-1], num_classes, bias=False)
+            GlobalMaxPool(), nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(widths[-1], num_classes, bias=False)
         )
         self.head_scale = head_scale
         self.act = nn.GELU()

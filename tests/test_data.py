@@ -260,3 +260,26 @@ def test_val_split_as_large_as_the_training_set(batches_dir: Path) -> None:
 def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CIFAR10DataModule(**kwargs)
+
+
+def test_alternate_flip_mirrors_each_image_every_other_epoch(batches_dir: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), batch_size=16, val_split=20, alternate_flip=True, crop_padding=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.data_train is not None
+    originals = dm.data_train.images
+    loader = dm.train_dataloader()
+    mirrored = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        flags = torch.zeros(len(originals), dtype=torch.bool)
+        for index, mirror in loader.sampler:  # type: ignore[attr-defined]
+            images, _ = dm.data_train[(index, mirror)]
+            assert torch.equal(images[mirror], originals[index][mirror].flip(-1))
+            assert torch.equal(images[~mirror], originals[index][~mirror])
+            flags[index] = mirror
+        mirrored.append(flags)
+    assert 0.3 < mirrored[0].float().mean() < 0.7  # a coin per image in epoch 0
+    assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
+    batch = next(iter(loader))[0]
+    assert torch.equal(dm.transform(batch, train=True), dm.transform(batch, train=False))  # no second, random flip

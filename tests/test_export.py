@@ -101,3 +101,16 @@ def test_onnx_export_matches_the_checkpoint(trained_run: Path) -> None:
         expected = checkpoint_model(trained_run)(CIFAR10DataModule().transform(images, train=False))
     [got] = ReferenceEvaluator(model).run(None, {"images": (images.float() / 255).numpy()})
     assert np.abs(got - expected.numpy()).max() <= 1e-4
+
+
+def test_failed_onnx_export_warns_and_the_run_still_succeeds(
+    folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_converter(*args: object) -> None:
+        raise RuntimeError("No ONNX function found for aten.some_op")
+
+    monkeypatch.setattr("cifar_lightning.callbacks.export_onnx", no_converter)
+    with pytest.warns(UserWarning, match="ONNX export skipped .*No ONNX function found"):
+        assert main(tiny_args(folder_dir, tmp_path, "mlp")) == 0
+    [run] = run_dirs(tmp_path)
+    assert (run / "model.pt2").is_file() and not (run / "model.onnx").exists()

@@ -183,3 +183,21 @@ def test_bias_lr_scale_and_lookahead(batches_dir: Path, tmp_path: Path) -> None:
     for key, value in model.net.state_dict().items():
         if value.is_floating_point():
             torch.testing.assert_close(value, model.lookahead.slow[key], atol=0, rtol=0)
+
+
+def test_fit_validates_with_tta_only_in_its_last_epoch(batches_dir: Path, tmp_path: Path) -> None:
+    model = MODELS["cnn"](tta_level=2)
+    calls: list[tuple[str, int]] = []  # (trainer function, epoch) of every TTA evaluation
+    tta_logits = model.tta_logits
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append((model.trainer.state.fn.value, model.current_epoch))  # type: ignore[union-attr]
+        return tta_logits(x)
+
+    model.tta_logits = counting  # type: ignore[method-assign]
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), batch_size=16, val_split=20)
+    trainer = tiny_trainer(tmp_path, epochs=3, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    assert {epoch for fn, epoch in calls if fn == "fit"} == {2}
+    trainer.validate(model, datamodule=dm)  # a standalone validation always uses TTA
+    assert any(fn == "validate" for fn, _ in calls)

@@ -1,0 +1,143 @@
+"""Surviving faults: checkpoints that are never half-written, a clean stop on Ctrl-C/SIGTERM, and resuming.
+
+- ``AtomicCheckpointIO`` writes each checkpoint to a temporary file next to its target, flushes it to disk and then
+  renames it over the target, so a kill at any moment leaves the previous checkpoint whole.
+- ``GracefulStop`` turns Ctrl-C into what Lightning does on SIGTERM (finish the current step on every rank, then
+  stop), and on either signal saves ``checkpoints/last.ckpt`` before the run ends.
+- ``find_last_checkpoint`` and ``check_checkpoint`` serve ``train.py --ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import zipfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.<pid>.tmp`` in the target's folder, ``fsync``, then ``os.replace``.
+
+    Lightning's own save goes through a temporary file in the system temp folder and ``shutil.move``, which is a
+    copy, and so not atomic, whenever that folder is on another file system than the run (a tmpfs /tmp, a cluster's
+    scratch disk). A rename within one folder is atomic on POSIX and Windows.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):  # remote storage: fsspec's own transaction is the best there is
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class GracefulStop(L.Callback):
+    """On SIGTERM or a first Ctrl-C: stop after the current step, save ``last.ckpt``, and let the run end non-zero.
+
+    Lightning already stops on SIGTERM (and forwards it to DDP workers); a Ctrl-C is routed to the same handler, so
+    both end at a step boundary with the same checkpoint. A second Ctrl-C interrupts at once. ``signal_name``,
+    ``step`` and ``checkpoint`` describe the stop for ``results.json``.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.step: int | None = None
+        self.checkpoint: str | None = None
+        self._sigint = False
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not earlier: Lightning records the signal handlers when fit starts and puts them back at its teardown.
+        self.signal_name = self.step = self.checkpoint = None
+        self._sigint = False
+        try:
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread (e.g. a notebook's worker thread): keep the default behaviour
+            self._previous_sigint = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self._sigint = True
+        self._restore_sigint()  # a second Ctrl-C raises KeyboardInterrupt right away
+        rank_zero_info("\nCtrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort).")
+        handler = signal.getsignal(signal.SIGTERM)  # Lightning's: sets trainer.received_sigterm, tells DDP workers
+        if callable(handler):
+            handler(signal.SIGTERM, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigint()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+            return
+        self.signal_name = "SIGINT" if self._sigint or isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+        self.step = trainer.global_step
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.state.fn == "fit":
+            path = str(Path(callback.dirpath) / LAST)
+            trainer.save_checkpoint(path)  # every rank calls it: the strategy decides who writes
+            self.checkpoint = path
+        rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + (signal.SIGINT if self.signal_name == "SIGINT" else signal.SIGTERM)
+
+
+def find_last_checkpoint(run_root: Path) -> Path | None:
+    """The most recently written ``<run>/checkpoints/last.ckpt`` under ``run_root`` (``runs/<model>``)."""
+    found = [p for p in run_root.glob(f"*/checkpoints/{LAST}") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_checkpoint(path: Path, model: torch.nn.Module) -> None:
+    """Raises ``ValueError`` with what to do when ``path`` is not a readable Lightning checkpoint of ``model``."""
+    if not path.is_file():
+        raise ValueError(f"--ckpt_path {path}: no such file. Pass a .ckpt from a run's checkpoints/ folder, or last.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--ckpt_path {path} is not a PyTorch checkpoint (damaged or truncated, or another format).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"--ckpt_path {path} could not be read ({type(err).__name__}): it is damaged.") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"--ckpt_path {path} holds no Lightning state_dict: it was not written by a Lightning run.")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        differing = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        saved_by = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model")
+        raise ValueError(
+            f"--ckpt_path {path} was saved by {saved_by} with other weights than this model "
+            f"({type(model).__name__}; first difference: {differing[0]}). Pass a checkpoint of the same model and "
+            "settings (--model, --model.widths, ...)."
+        )

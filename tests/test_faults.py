@@ -1,0 +1,178 @@
+"""Faults and scale: signals, hard kills and resume, atomic checkpoints, bad --ckpt_path, CPU DDP, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_wandb_records, run_dirs, tiny_args
+
+from cifar_lightning.cli import main
+from cifar_lightning.faults import AtomicCheckpointIO
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+STEPS_PER_EPOCH = 5  # tiny_args: 100 training images, 20 held out, batches of 16
+
+
+def subprocess_env() -> dict[str, str]:
+    """This environment, minus the W&B service an earlier in-process test started: a child would register its run
+    with that service, which then holds the run id after the child is killed (a shell has no such service)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+
+
+def signal_at(step: int, name: str) -> list[str]:
+    return ["--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step", str(step),
+            "--trainer.callbacks.signal_name", name]  # fmt: skip
+
+
+def metric_rows(run: Path, key: str) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get(key)]
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
+    name: str, code: int, folder_dir: Path, tmp_path: Path
+) -> None:
+    args = tiny_args(folder_dir, tmp_path, "mlp", epochs=3) + signal_at(7, name)
+    args[args.index("--wandb") + 1] = "true"
+    assert main(args) == code
+    [run] = run_dirs(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["interrupted"]["signal"] == name and results["interrupted"]["step"] == 7
+    last = torch.load(results["interrupted"]["checkpoint"], map_location="cpu", weights_only=True)
+    assert last["global_step"] == 7
+    [wandb_file] = run.glob("wandb/offline-run-*/*.wandb")
+    exits = [r.exit.exit_code for r in read_wandb_records(wandb_file) if r.HasField("exit")]
+    assert exits == [code]  # the W&B run was finished, and marked failed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handling restored
+
+
+@pytest.mark.parametrize(
+    ("interval", "saved_step"), [(["--ckpt_every_n_steps", "2"], 6), (["--ckpt_every_minutes", "1e-6"], 7)]
+)
+def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
+    interval: list[str], saved_step: int, folder_dir: Path, tmp_path: Path
+) -> None:
+    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *interval]
+    args[args.index("--wandb") + 1] = "true"
+    command = [sys.executable, "train.py", *args, *signal_at(8, "SIGKILL")]  # killed before step 8's save
+    killed = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [run] = run_dirs(tmp_path)
+    assert not (run / "results.json").exists()
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == saved_step
+
+    assert main([*args, "--ckpt_path", "last"]) == 0
+    assert run_dirs(tmp_path) == [run]
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 3 and results["global_step"] == 3 * STEPS_PER_EPOCH
+    assert results["resumed_from"] == str(run / "checkpoints/last.ckpt") and results["interrupted"] is None
+    assert [row["epoch"] for row in metric_rows(run, "val/acc")] == ["0", "1", "2"]  # kept, and none twice
+    steps = [row["step"] for row in metric_rows(run, "train/loss_step")]
+    assert len(steps) == len(set(steps)) == 3 * STEPS_PER_EPOCH
+    wandb_runs = sorted(p.name for p in run.glob("wandb/offline-run-*"))
+    assert len(wandb_runs) == 2 and len({name.split("-", 3)[-1] for name in wandb_runs}) == 1  # one W&B run id
+
+
+_SAVER = """
+import sys, torch
+from cifar_lightning.faults import AtomicCheckpointIO
+io, n = AtomicCheckpointIO(), 0
+while True:
+    n += 1
+    io.save_checkpoint({"n": n, "weights": torch.full((4_000_000,), float(n))}, sys.argv[1])
+    print(n, flush=True)
+"""
+
+
+def test_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    for delay in (0.05, 0.2, 0.35):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline()  # one complete save
+        time.sleep(delay)  # then die somewhere inside a later save (each writes 16 MB)
+        proc.kill()
+        proc.wait()
+        checkpoint = torch.load(path, weights_only=True)
+        assert torch.equal(checkpoint["weights"], torch.full((4_000_000,), float(checkpoint["n"])))
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".ckpt"] == ["last.ckpt"]
+
+
+def test_atomic_save_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"v": 1}, path)
+
+    def broken_save(obj: object, f: object) -> None:
+        f.write(b"half a checkpoint")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        AtomicCheckpointIO().save_checkpoint({"v": 2}, path)
+    assert torch.load(path, weights_only=True) == {"v": 1} and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "other_model", "missing"])
+def test_bad_ckpt_path_is_one_clear_message(
+    kind: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    assert main(tiny_args(folder_dir, out, "mlp")) == 0
+    [first] = run_dirs(out)
+    good = first / "checkpoints" / "last.ckpt"
+    bad = tmp_path / "bad.ckpt"
+    if kind == "garbage":
+        bad.write_bytes(b"not a checkpoint" * 64)
+    elif kind == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    model = "cnn" if kind == "other_model" else "mlp"
+    ckpt = good if kind == "other_model" else bad
+    capsys.readouterr()
+    assert main([*tiny_args(folder_dir, out, model), "--ckpt_path", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --ckpt_path") and err.count("\n") == 0
+    expected = {"garbage": "not a PyTorch checkpoint", "truncated": "not a PyTorch checkpoint",
+                "other_model": "MLPClassifier with other weights", "missing": "no such file"}  # fmt: skip
+    assert expected[kind] in err
+    assert run_dirs(out) == [first]  # nothing written
+
+
+def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path, tmp_path: Path) -> None:
+    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=2), "--model.tta_level", "0"]
+    args[args.index("--wandb") + 1] = "true"
+    probe = ["--trainer.callbacks+=probes.RecordShards", "--trainer.callbacks.out", str(tmp_path / "probe")]
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run([sys.executable, "train.py", *args, *ddp, *probe], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "probe" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for epoch in range(2):
+        shard0, shard1 = (set(rank["train"][epoch].tolist()) for rank in ranks)
+        assert not shard0 & shard1 and len(shard0) == len(shard1) == 40  # 80 training images, disjoint halves
+    preds, labels = (torch.cat([rank[key] for rank in ranks]) for key in ("preds", "labels"))
+    assert len(labels) == 20  # every validation image once, over both ranks
+    [run] = run_dirs(tmp_path)  # one run folder, written by rank 0
+    logged = float(metric_rows(run, "val/acc")[-1]["val/acc"])
+    assert logged == pytest.approx((preds == labels).float().mean().item(), abs=1e-6)
+    assert len(list(run.glob("wandb/offline-run-*"))) == 1 and (run / "results.json").is_file()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_same_seed_same_metrics_to_the_last_digit(model: str, folder_dir: Path, tmp_path: Path) -> None:
+    texts = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert main([*tiny_args(folder_dir, out, model, epochs=2), "--trainer.deterministic", "true"]) == 0
+        [run] = run_dirs(out)
+        texts.append((run / "metrics.csv").read_text())
+    assert texts[0] == texts[1] and "val/acc" in texts[0]
