@@ -81,8 +81,9 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     assert [row["epoch"] for row in metric_rows(run, "val/acc")] == ["0", "1", "2"]  # kept, and none twice
     steps = [row["step"] for row in metric_rows(run, "train/loss_step")]
     assert len(steps) == len(set(steps)) == 3 * STEPS_PER_EPOCH
-    wandb_runs = sorted(p.name for p in run.glob("wandb/offline-run-*"))
-    assert len(wandb_runs) == 2 and len({name.split("-", 3)[-1] for name in wandb_runs}) == 1  # one W&B run id
+    wandb_files = list(run.glob("wandb/offline-run-*/*.wandb"))  # the killed part and the resumed part
+    run_ids = [{r.run.run_id for r in read_wandb_records(f) if r.HasField("run")} for f in wandb_files]
+    assert len(wandb_files) == 2 and run_ids[0] == run_ids[1] and len(run_ids[0]) == 1  # one W&B run
 
 
 _SAVER = """
