@@ -7,6 +7,8 @@ pass. ``benchmarks/data_pipeline.py`` measures the difference.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,19 +32,26 @@ def random_crop_flip(images: Tensor, padding: int = 4, flip: bool = True) -> Ten
     if padding == 0 and not flip:
         return images
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
-    padded_w = w + 2 * padding
-    dev = images.device
-    dy = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=dev)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=dev)
-    rows = torch.arange(h, device=dev).view(1, h, 1) + dy  # (B, H, 1)
-    cols = torch.arange(w, device=dev).view(1, 1, w).expand(b, 1, w)  # (B, 1, W)
-    if flip:
-        mirrored = torch.rand(b, 1, 1, device=dev) < 0.5
-        cols = torch.where(mirrored, w - 1 - cols, cols)
-    cols = cols + dx
-    # One flat index per output pixel into the padded image, shared by all channels.
-    index = (rows * padded_w + cols).view(b, 1, h * w).expand(b, c, h * w)
+    # One draw per image picks its (dy, dx, mirrored) at once: uniform over the table's rows, so the three are
+    # independent and uniform, as in torchvision. Looking the pixel indices up is 5x cheaper than computing them.
+    table = _crop_flip_table(h, w, padding, flip, images.device)
+    choice = torch.randint(0, len(table), (b,), device=images.device)
+    index = table.index_select(0, choice).view(b, 1, h * w).expand(b, c, h * w)  # shared by all channels
     return padded.flatten(2).gather(2, index).view(b, c, h, w)
+
+
+@functools.lru_cache(maxsize=16)
+def _crop_flip_table(h: int, w: int, padding: int, flip: bool, device: torch.device) -> Tensor:
+    """``(choices, h * w)`` flat pixel indices into a padded image, one row per (dy, dx[, mirrored]) choice.
+
+    A constant (1.3 MB for 32x32 with 4-pixel shifts and flips), cached per device so each batch only looks it up.
+    """
+    shifts = torch.arange(2 * padding + 1, device=device)
+    rows = torch.arange(h, device=device).view(1, 1, 1, h, 1) + shifts.view(-1, 1, 1, 1, 1)  # (dy, 1, 1, h, 1)
+    cols = torch.arange(w, device=device)
+    mirrors = torch.stack([cols, w - 1 - cols] if flip else [cols])  # (mirrored, w)
+    cols = mirrors.view(1, 1, -1, 1, w) + shifts.view(1, -1, 1, 1, 1)  # (1, dx, mirrored, 1, w)
+    return (rows * (w + 2 * padding) + cols).reshape(-1, h * w)
 
 
 def normalize(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> Tensor:
@@ -53,7 +62,14 @@ def normalize(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float, 
     out = images.to(torch.float32)
     if mean is None or std is None:
         return out.mul_(1 / 255)
-    shape = (1, -1, 1, 1)
-    scale = torch.tensor([1 / (255 * s) for s in std], device=out.device).view(shape)
-    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=out.device).view(shape)
+    scale, shift = _affine(tuple(mean), tuple(std), out.device)
     return out.mul_(scale).sub_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-channel scale ``1 / (255 std)`` and shift ``mean / std``, built once per device."""
+    shape = (1, -1, 1, 1)
+    scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(shape)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=device).view(shape)
+    return scale, shift

@@ -170,6 +170,20 @@ def test_crop_flip_matches_a_per_sample_reference() -> None:
     assert len({bytes(m.numpy()) for m in many[::6]}) > 30  # different per sample, not per batch
 
 
+@pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True)])
+def test_crop_flip_draws_every_shift_and_mirror_uniformly(padding: int, flip: bool) -> None:
+    image = (torch.arange(3 * 32 * 32, dtype=torch.int32) + 1).view(1, 3, 32, 32)  # every pixel unique, none 0
+    padded = torch.nn.functional.pad(image, (padding,) * 4)[0]
+    size = 2 * padding + 1
+    views = [padded[:, dy : dy + 32, dx : dx + 32] for dy in range(size) for dx in range(size)]
+    views += [v.flip(-1) for v in views] if flip else []
+    which = {bytes(v.contiguous().numpy()): i for i, v in enumerate(views)}
+    torch.manual_seed(0)
+    out = random_crop_flip(image.expand(20 * len(views), -1, -1, -1), padding=padding, flip=flip)
+    counts = torch.bincount(torch.tensor([which[bytes(o.numpy())] for o in out]), minlength=len(views))
+    assert len(counts) == len(views) and counts.min() > 0 and counts.max() < 3 * 20  # 20 expected per view
+
+
 def test_normalize_matches_torchvision() -> None:
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     expected = torchvision.transforms.functional.normalize(images.float() / 255, MEAN, STD)
@@ -283,3 +297,25 @@ def test_alternate_flip_mirrors_each_image_every_other_epoch(batches_dir: Path) 
     assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
     batch = next(iter(loader))[0]
     assert torch.equal(dm.transform(batch, train=True), dm.transform(batch, train=False))  # no second, random flip
+
+
+def test_unreadable_data_dir_is_one_clear_message(folder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listdir = Path.iterdir
+
+    def denied(self: Path):  # type: ignore[no-untyped-def]
+        if self == folder_dir:  # what a folder without read permission does (tests may run as root)
+            raise PermissionError(13, "Permission denied", str(self))
+        return listdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(DataError, match=r"data_dir .* is not readable: check its permissions"):
+        CIFAR10DataModule(data_dir=str(folder_dir)).prepare_data()
+
+
+def test_unwritable_cache_dir_is_one_clear_message(folder_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should go")
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), cache_dir=str(blocker / "cache"))
+    with pytest.raises(DataError, match=r"Could not write the data cache .*Pass a writable folder as --data.cache_dir"):
+        dm.prepare_data()
+    assert blocker.read_text().startswith("a file")  # nothing half-written
