@@ -98,7 +98,7 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        stop = next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
+        stop = GracefulStop.of(trainer)
         if stop is None or stop.signal_name is None:
             return
         self.results.update({
@@ -270,6 +270,5 @@ class ExportBest(L.Callback):
         try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
             export_onnx(net, folder / ONNX_FILE, classes, meta)
         except Exception as err:
-            rank_zero_warn(
-                f"ONNX export skipped ({type(err).__name__}: {str(err).splitlines()[0]}); {EXPORT_FILE} is written."
-            )
+            reason = (str(err).splitlines() or [""])[0]
+            rank_zero_warn(f"ONNX export skipped ({type(err).__name__}: {reason}); {EXPORT_FILE} is written.")

@@ -238,7 +238,7 @@ def _checkpoint_step(path: str | None) -> int | None:
 
 def stop_code(trainer: Any, stop: SystemExit) -> int:
     """Exit status of a run ended by SystemExit: 130/143 after SIGINT/SIGTERM, else the SystemExit's own code."""
-    graceful = next((cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, GracefulStop)), None)
+    graceful = GracefulStop.of(trainer) if trainer is not None else None
     if graceful is not None and graceful.signal_name is not None:
         return graceful.exit_code
     return stop.code if isinstance(stop.code, int) else 1

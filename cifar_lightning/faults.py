@@ -106,6 +106,11 @@ class GracefulStop(L.Callback):
             self.checkpoint = path
         rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")
 
+    @staticmethod
+    def of(trainer: L.Trainer) -> GracefulStop | None:
+        """The trainer's GracefulStop callback, if it has one."""
+        return next((cb for cb in trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
+
     @property
     def exit_code(self) -> int:
         """The shell's convention for a process ended by a signal: 128 + its number."""
