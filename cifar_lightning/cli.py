@@ -148,30 +148,32 @@ class CIFARCLI(LightningCLI):
         except (ValueError, MisconfigurationException) as err:
             raise UsageError(f"invalid configuration: {err}") from None
 
-    def resolve_checkpoint(self, root: Path, model_name: str) -> tuple[str | None, str | None]:
-        """The checked ``--ckpt_path`` (``last`` resolved) and, when fit resumes a run under ``root``, its run id."""
+    def resolve_checkpoint(self, root: Path, model_name: str) -> tuple[str | None, str | None, int | None]:
+        """The checked ``--ckpt_path`` (``last`` resolved) and, when fit resumes a run under ``root``, its run id and
+        the checkpoint's step (metrics.csv rows from that step on are logged again)."""
         cfg = self._cfg()
         ckpt = cfg.get("ckpt_path")
         if ckpt in (None, "best"):
-            return ckpt, None
+            return ckpt, None, None
         if ckpt == "last":
             found = find_last_checkpoint(root / model_name)
             if found is None:  # as Lightning does: `--ckpt_path last` can be set before the first run (SLURM requeue)
                 rank_zero_info(
                     f"--ckpt_path last: no {model_name} run under {root} has checkpoints/last.ckpt; starting fresh."
                 )
-                return None, None
+                return None, None, None
             ckpt = str(found)
         path = Path(ckpt).expanduser()
         try:
-            check_checkpoint(path, self.model)
+            step = check_checkpoint(path, self.model)
         except ValueError as err:
             raise UsageError(str(err)) from None
         in_run = (
             path.parent.name == "checkpoints" and path.parent.parent.parent.resolve() == (root / model_name).resolve()
         )
-        resumes = self.subcommand in (None, "fit")
-        return str(path), (path.parent.parent.name if in_run and resumes else None)
+        if in_run and self.subcommand in (None, "fit"):
+            return str(path), path.parent.parent.name, step
+        return str(path), None, None
 
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
         """Best-by-val/acc plus last.ckpt every epoch, and last.ckpt again at the intervals the flags ask for."""
@@ -192,7 +194,7 @@ class CIFARCLI(LightningCLI):
         cfg = self._cfg()
         model_name = type(self.model).__name__.removesuffix("Classifier").lower()
         root = Path(cfg.trainer.default_root_dir or "runs")
-        ckpt, resumed_run = self.resolve_checkpoint(root, model_name)
+        ckpt, resumed_run, resume_step = self.resolve_checkpoint(root, model_name)
         if ckpt is not None and self.subcommand is not None:
             self.config_init[self.subcommand].ckpt_path = ckpt  # what LightningCLI passes to trainer.fit/test
         self.resume_from = ckpt
@@ -203,7 +205,6 @@ class CIFARCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         if cfg.trainer.logger is None or cfg.trainer.logger is True:
             # CSVLogger first: trainer.log_dir, where config.yaml, checkpoints/ and results.json go, is its folder.
-            resume_step = _checkpoint_step(ckpt) if resumed_run else None
             csv_logger = RunCSVLogger(root, name=model_name, version=run_id, resume_step=resume_step)
             _ = csv_logger.experiment  # create the folder now, before SaveConfigCallback writes config.yaml into it
             loggers: list[Logger] = [csv_logger]
@@ -227,13 +228,6 @@ class CIFARCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit
             self.exit_code = stop_code(self.trainer, stop)
-
-
-def _checkpoint_step(path: str | None) -> int | None:
-    """The global step a checkpoint was saved at; metrics.csv rows from that step on are logged again on resume."""
-    if path is None:
-        return None
-    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
 
 
 def stop_code(trainer: Any, stop: SystemExit) -> int:

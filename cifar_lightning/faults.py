@@ -123,8 +123,9 @@ def find_last_checkpoint(run_root: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def check_checkpoint(path: Path, model: torch.nn.Module) -> None:
-    """Raises ``ValueError`` with what to do when ``path`` is not a readable Lightning checkpoint of ``model``."""
+def check_checkpoint(path: Path, model: torch.nn.Module) -> int:
+    """The checkpoint's global step; ``ValueError`` with what to do when ``path`` is not a readable Lightning
+    checkpoint of ``model``."""
     if not path.is_file():
         raise ValueError(f"--ckpt_path {path}: no such file. Pass a .ckpt from a run's checkpoints/ folder, or last.")
     if not zipfile.is_zipfile(path):
@@ -146,3 +147,4 @@ def check_checkpoint(path: Path, model: torch.nn.Module) -> None:
             f"({type(model).__name__}; first difference: {differing[0]}). Pass a checkpoint of the same model and "
             "settings (--model, --model.widths, ...)."
         )
+    return int(checkpoint.get("global_step", 0))
