@@ -8,22 +8,30 @@ pass. ``benchmarks/data_pipeline.py`` measures the difference.
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+PaddingMode = Literal["constant", "reflect"]
 
-def random_crop_flip(images: Tensor, padding: int = 4, flip: bool = True) -> Tensor:
-    """Random translation by up to ``padding`` pixels (zero fill) and a random horizontal flip, per sample.
 
-    Equivalent to torchvision's ``RandomCrop(size, padding=padding)`` followed by ``RandomHorizontalFlip()`` applied to
-    each image independently, but done as a single gather for the whole batch.
+def random_crop_flip(
+    images: Tensor, padding: int = 4, flip: bool = True, padding_mode: PaddingMode = "constant"
+) -> Tensor:
+    """Random translation by up to ``padding`` pixels and a random horizontal flip, per sample.
+
+    Equivalent to torchvision's ``RandomCrop(size, padding=padding, padding_mode=padding_mode)`` followed by
+    ``RandomHorizontalFlip()`` applied to each image independently, but done as a single gather for the whole batch.
 
     Args:
         images: ``(B, C, H, W)`` tensor of any dtype.
         padding: largest shift in pixels; 0 turns the crop off.
         flip: whether to flip half of the images left-right.
+        padding_mode: what fills the pixels shifted in: ``"constant"`` zeros (torchvision's default) or ``"reflect"``
+            the image mirrored at its border (airbench's choice; no black bars, so a shifted image stays a plausible
+            photo). Reflection is folded into the lookup table, so it needs no padded copy and costs less.
 
     Returns:
         A new ``(B, C, H, W)`` tensor, same dtype and device.
@@ -31,18 +39,24 @@ def random_crop_flip(images: Tensor, padding: int = 4, flip: bool = True) -> Ten
     b, c, h, w = images.shape
     if padding == 0 and not flip:
         return images
-    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    if padding_mode not in ("constant", "reflect"):
+        raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}.")
+    reflect = padding_mode == "reflect"
+    if reflect and padding >= min(h, w):
+        raise ValueError(f"reflect padding needs padding < image size, got padding={padding} for {h}x{w} images.")
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding and not reflect else images
     # One draw per image picks its (dy, dx, mirrored) at once: uniform over the table's rows, so the three are
     # independent and uniform, as in torchvision. Looking the pixel indices up is 5x cheaper than computing them.
-    table = _crop_flip_table(h, w, padding, flip, images.device)
+    table = _crop_flip_table(h, w, padding, flip, reflect, images.device)
     choice = torch.randint(0, len(table), (b,), device=images.device)
     index = table.index_select(0, choice).view(b, 1, h * w).expand(b, c, h * w)  # shared by all channels
     return padded.flatten(2).gather(2, index).view(b, c, h, w)
 
 
 @functools.lru_cache(maxsize=16)
-def _crop_flip_table(h: int, w: int, padding: int, flip: bool, device: torch.device) -> Tensor:
-    """``(choices, h * w)`` flat pixel indices into a padded image, one row per (dy, dx[, mirrored]) choice.
+def _crop_flip_table(h: int, w: int, padding: int, flip: bool, reflect: bool, device: torch.device) -> Tensor:
+    """``(choices, h * w)`` flat pixel indices, one row per (dy, dx[, mirrored]) choice: into the zero-padded image,
+    or with ``reflect`` straight into the unpadded one.
 
     A constant (1.3 MB for 32x32 with 4-pixel shifts and flips), cached per device so each batch only looks it up.
     """
@@ -51,7 +65,15 @@ def _crop_flip_table(h: int, w: int, padding: int, flip: bool, device: torch.dev
     cols = torch.arange(w, device=device)
     mirrors = torch.stack([cols, w - 1 - cols] if flip else [cols])  # (mirrored, w)
     cols = mirrors.view(1, 1, -1, 1, w) + shifts.view(1, -1, 1, 1, 1)  # (1, dx, mirrored, 1, w)
+    if reflect:  # padded coordinate -> source pixel: -1 -> 1, size -> size - 2 (reflection excludes the edge pixel)
+        rows, cols = _reflect(rows - padding, h), _reflect(cols - padding, w)
+        return (rows * w + cols).reshape(-1, h * w)
     return (rows * (w + 2 * padding) + cols).reshape(-1, h * w)
+
+
+def _reflect(coords: Tensor, size: int) -> Tensor:
+    coords = coords.abs()
+    return torch.where(coords > size - 1, 2 * (size - 1) - coords, coords)
 
 
 def normalize(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> Tensor:

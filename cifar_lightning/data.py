@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cifar_lightning import sources
-from cifar_lightning.augment import normalize, random_crop_flip
+from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
 from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
 from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
 
@@ -98,7 +98,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 from disk (official batches, image folders or the official archive), fast enough to keep a GPU busy.
 
     The full set lives in memory as one uint8 tensor; loaders yield uint8 ``(B, 3, 32, 32)`` images and int64
-    labels. Normalization and augmentation (random crop with ``crop_padding``-pixel zero padding and horizontal flip,
+    labels. Normalization and augmentation (random translation by up to ``crop_padding`` pixels and horizontal flip,
     drawn per sample) run batched on the batch's device in ``on_after_batch_transfer``; validation and test batches
     are only normalized.
 
@@ -114,6 +114,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         alternate_flip: mirror each training image in every other epoch (a seeded coin decides which epochs)
             instead of on a fresh coin flip per epoch; needs ``augment``.
         crop_padding: largest random translation in pixels (4 is the usual CIFAR recipe).
+        crop_padding_mode: fill of the pixels a translation shifts in, as torchvision's ``padding_mode``:
+            ``"constant"`` (zeros, torchvision's default) or ``"reflect"`` (mirrored border, as airbench).
         pin_memory: page-locked batches for faster host-to-GPU copies (ignored without CUDA).
         drop_last: drop the last incomplete training batch.
         download: fetch the official archive with torchvision when ``data_dir`` holds no data.
@@ -135,6 +137,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         normalize: bool = True,
         augment: bool = True,
         crop_padding: int = 4,
+        crop_padding_mode: PaddingMode = "constant",
         alternate_flip: bool = False,
         pin_memory: bool = True,
         drop_last: bool = False,
@@ -142,11 +145,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        _check_args(val_split, batch_size, num_workers, crop_padding)
+        _check_args(val_split, batch_size, num_workers, crop_padding, crop_padding_mode)
         self.data_dir = Path(data_dir).expanduser()
         self.val_split, self.batch_size, self.num_workers, self.seed = val_split, batch_size, num_workers, seed
         self.normalize, self.augment, self.crop_padding = normalize, augment, crop_padding
-        self.alternate_flip = alternate_flip
+        self.crop_padding_mode, self.alternate_flip = crop_padding_mode, alternate_flip
         self.pin_memory, self.drop_last, self.download = pin_memory, drop_last, download
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.data_train: _InMemory | None = None
@@ -243,7 +246,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 batch -> float32 model input, augmented when ``train`` and ``augment`` are both on."""
         if train and self.augment:  # with alternate_flip the loader has mirrored the batch already
-            images = random_crop_flip(images, self.crop_padding, flip=not self.alternate_flip)
+            images = random_crop_flip(images, self.crop_padding, not self.alternate_flip, self.crop_padding_mode)
         return normalize(images, MEAN, STD) if self.normalize else normalize(images, None, None)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
@@ -260,7 +263,9 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _check_args(val_split: int | float, batch_size: int, num_workers: int, crop_padding: int) -> None:
+def _check_args(
+    val_split: int | float, batch_size: int, num_workers: int, crop_padding: int, crop_padding_mode: str
+) -> None:
     problems = []
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -272,5 +277,9 @@ def _check_args(val_split: int | float, batch_size: int, num_workers: int, crop_
         problems.append(f"num_workers must be >= 0, got {num_workers!r}")
     if crop_padding < 0:
         problems.append(f"crop_padding must be >= 0, got {crop_padding!r}")
+    if crop_padding_mode not in ("constant", "reflect"):
+        problems.append(f"crop_padding_mode must be 'constant' or 'reflect', got {crop_padding_mode!r}")
+    elif crop_padding_mode == "reflect" and crop_padding >= min(IMAGE_SHAPE[1:]):
+        problems.append(f"reflect padding needs crop_padding < {min(IMAGE_SHAPE[1:])}, got {crop_padding!r}")
     if problems:
         raise ValueError("Invalid CIFAR10DataModule arguments: " + "; ".join(problems) + ".")

@@ -12,7 +12,7 @@ from conftest import make_images, write_batches, write_folder
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, sources
-from cifar_lightning.augment import normalize, random_crop_flip
+from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
 from cifar_lightning.data import ShardedBatchSampler, _InMemory
 
@@ -170,16 +170,20 @@ def test_crop_flip_matches_a_per_sample_reference() -> None:
     assert len({bytes(m.numpy()) for m in many[::6]}) > 30  # different per sample, not per batch
 
 
-@pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True)])
-def test_crop_flip_draws_every_shift_and_mirror_uniformly(padding: int, flip: bool) -> None:
+@pytest.mark.parametrize(
+    ("padding", "flip", "mode"),
+    [(4, True, "constant"), (2, False, "constant"), (0, True, "constant"), (2, True, "reflect"), (4, False, "reflect")],
+)
+def test_crop_flip_draws_every_shift_and_mirror_uniformly(padding: int, flip: bool, mode: PaddingMode) -> None:
     image = (torch.arange(3 * 32 * 32, dtype=torch.int32) + 1).view(1, 3, 32, 32)  # every pixel unique, none 0
-    padded = torch.nn.functional.pad(image, (padding,) * 4)[0]
+    # The reference pads the whole image as torchvision would (F.pad's reflect needs a float tensor; values are exact)
+    padded = torch.nn.functional.pad(image.double(), (padding,) * 4, mode=mode).int()[0]
     size = 2 * padding + 1
     views = [padded[:, dy : dy + 32, dx : dx + 32] for dy in range(size) for dx in range(size)]
     views += [v.flip(-1) for v in views] if flip else []
     which = {bytes(v.contiguous().numpy()): i for i, v in enumerate(views)}
     torch.manual_seed(0)
-    out = random_crop_flip(image.expand(20 * len(views), -1, -1, -1), padding=padding, flip=flip)
+    out = random_crop_flip(image.expand(20 * len(views), -1, -1, -1), padding=padding, flip=flip, padding_mode=mode)
     counts = torch.bincount(torch.tensor([which[bytes(o.numpy())] for o in out]), minlength=len(views))
     assert len(counts) == len(views) and counts.min() > 0 and counts.max() < 3 * 20  # 20 expected per view
 
@@ -269,7 +273,9 @@ def test_val_split_as_large_as_the_training_set(batches_dir: Path) -> None:
     [({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
      ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
      ({"val_split": 1.5}, "val_split as a fraction must be in"),
-     ({"val_split": -1}, "val_split as a count must be >= 0")],
+     ({"val_split": -1}, "val_split as a count must be >= 0"),
+     ({"crop_padding_mode": "edge"}, "crop_padding_mode must be 'constant' or 'reflect', got 'edge'"),
+     ({"crop_padding_mode": "reflect", "crop_padding": 32}, "reflect padding needs crop_padding < 32, got 32")],
 )  # fmt: skip
 def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
