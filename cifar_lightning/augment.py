@@ -31,7 +31,7 @@ def random_crop_flip(
         flip: whether to flip half of the images left-right.
         padding_mode: what fills the pixels shifted in: ``"constant"`` zeros (torchvision's default) or ``"reflect"``
             the image mirrored at its border (airbench's choice; no black bars, so a shifted image stays a plausible
-            photo). Reflection is folded into the lookup table, so it needs no padded copy and costs less.
+            photo). Reflection is folded into the lookup table, so it needs no padded copy.
 
     Returns:
         A new ``(B, C, H, W)`` tensor, same dtype and device.
