@@ -8,13 +8,14 @@ pass. ``benchmarks/data_pipeline.py`` measures the difference.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 PaddingMode = Literal["constant", "reflect"]
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
 
 def random_crop_flip(
@@ -39,8 +40,8 @@ def random_crop_flip(
     b, c, h, w = images.shape
     if padding == 0 and not flip:
         return images
-    if padding_mode not in ("constant", "reflect"):
-        raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}.")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be {' or '.join(map(repr, PADDING_MODES))}, got {padding_mode!r}.")
     reflect = padding_mode == "reflect"
     if reflect and padding >= min(h, w):
         raise ValueError(f"reflect padding needs padding < image size, got padding={padding} for {h}x{w} images.")
