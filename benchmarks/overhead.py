@@ -31,7 +31,7 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.cli import default_precision
 from cifar_lightning.data import _InMemory
 from cifar_lightning.modules import CIFAR10Classifier
-from cifar_lightning.optim import lr_factor, param_groups
+from cifar_lightning.optim import build_optimizer, lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
@@ -40,7 +40,8 @@ CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
 def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
     config = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())
     model_args = {**config["model"]["init_args"], "lookahead": False}
-    data_args = {k: v for k, v in config["data"].items() if k in ("batch_size", "crop_padding", "augment")}
+    data_keys = ("batch_size", "crop_padding", "crop_padding_mode", "augment")
+    data_args = {k: v for k, v in config["data"].items() if k in data_keys}
     return model_args, data_args
 
 
@@ -81,8 +82,10 @@ def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision:
 def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: str) -> float:
     """The same work as Lightning's epoch, written out by hand; ``module`` is only used as the network."""
     hp = module.hparams
-    groups = param_groups(module, hp["lr"], hp["weight_decay"], hp["bias_lr_scale"])
-    opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+    opt = build_optimizer(
+        module, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
+        hp["muon_momentum"],
+    )  # fmt: skip
     dm.setup("fit")
     loader = dm.train_dataloader()
     total = len(loader)

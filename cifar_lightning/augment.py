@@ -8,6 +8,7 @@ pass. ``benchmarks/data_pipeline.py`` measures the difference.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -96,3 +97,23 @@ def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.devic
     scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(shape)
     shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=device).view(shape)
     return scale, shift
+
+
+def tta_logits(model: Callable[[Tensor], Tensor], x: Tensor, level: int) -> Tensor:
+    """Test-time augmentation: ``model``'s logits averaged over views of normalized images ``x``.
+
+    ``level`` 0 is ``x`` alone, 1 averages ``x`` with its mirror, 2 gives those two half the weight and splits the
+    other half between the mirrored pairs shifted by one pixel up-left and down-right, with the border reflected
+    (airbench's views and weights: 6 forward passes).
+    """
+    logits = model(x)
+    if level == 0:
+        return logits
+    logits = (logits + model(x.flip(-1))) / 2
+    if level == 1:
+        return logits
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+    shifted_logits = sum((model(v) + model(v.flip(-1))) / 4 for v in shifted)
+    return (logits + shifted_logits) / 2

@@ -23,9 +23,10 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from cifar_lightning.augment import tta_logits
 from cifar_lightning.constants import CLASSES, NUM_CLASSES
 from cifar_lightning.nets import CNN, MLP
-from cifar_lightning.optim import Lookahead, Optimizer, Schedule, lr_factor, param_groups
+from cifar_lightning.optim import Lookahead, Optimizer, Schedule, build_optimizer, lr_factor
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -47,7 +48,8 @@ class CIFAR10Classifier(L.LightningModule):
         lr: peak learning rate (reached after the warm-up).
         weight_decay: L2 penalty on weights; biases and norm parameters are not decayed.
         momentum: SGD momentum (Nesterov), or AdamW's beta1.
-        optimizer: ``sgd`` or ``adamw``.
+        optimizer: ``sgd``, ``adamw``, or ``muon``: Muon steps for convolution filters (``optim.Muon``), Nesterov
+            SGD with ``lr`` and ``momentum`` for every other parameter.
         schedule: learning-rate decay after warm-up: ``linear`` to zero, ``cosine`` to zero, or ``constant``.
         warmup_fraction: share of all training steps spent warming up linearly.
         label_smoothing: cross-entropy label smoothing for the training loss.
@@ -58,6 +60,8 @@ class CIFAR10Classifier(L.LightningModule):
         tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
             During fit, only the last epoch's validation uses it (it costs up to 6 forward passes per image); the
             earlier epochs' ``val/acc`` is single-view.
+        muon_lr: peak learning rate of the Muon-stepped filters, as a fraction of their norm per step.
+        muon_momentum: momentum of the Muon-stepped filters.
     """
 
     net: nn.Module
@@ -75,6 +79,8 @@ class CIFAR10Classifier(L.LightningModule):
         bias_lr_scale: float = 1.0,
         lookahead: bool = False,
         tta_level: int = 0,
+        muon_lr: float = 0.24,
+        muon_momentum: float = 0.6,
     ) -> None:
         super().__init__()
         if tta_level not in (0, 1, 2):
@@ -103,18 +109,8 @@ class CIFAR10Classifier(L.LightningModule):
         return self.net(x)
 
     def tta_logits(self, x: Tensor) -> Tensor:
-        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (airbench's weighting)."""
-        logits = self(x)
-        if self.hparams["tta_level"] == 0:
-            return logits
-        logits = (logits + self(x.flip(-1))) / 2
-        if self.hparams["tta_level"] == 1:
-            return logits
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]  # one pixel up-left and down-right
-        shifted_logits = sum((self(v) + self(v.flip(-1))) / 4 for v in shifted)
-        return (logits + shifted_logits) / 2
+        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``augment.tta_logits``)."""
+        return tta_logits(self, x, self.hparams["tta_level"])
 
     def _use_tta(self, stage: Stage) -> bool:
         """TTA multiplies evaluation cost by up to 6: during fit only the last epoch's validation pays for it."""
@@ -220,12 +216,10 @@ class CIFAR10Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        lr = hp["lr"]
-        groups = param_groups(self, lr, hp["weight_decay"], hp["bias_lr_scale"])
-        if hp["optimizer"] == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp["momentum"], nesterov=True)
-        else:
-            opt = torch.optim.AdamW(groups, lr=lr, betas=(hp["momentum"], 0.999))
+        opt = build_optimizer(
+            self, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
+            hp["muon_momentum"],
+        )  # fmt: skip
         total = int(self.trainer.estimated_stepping_batches)
         warmup = max(1, round(hp["warmup_fraction"] * total))
         factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
@@ -260,10 +254,12 @@ class MLPClassifier(CIFAR10Classifier):
         bias_lr_scale: float = 1.0,
         lookahead: bool = False,
         tta_level: int = 1,
+        muon_lr: float = 0.24,
+        muon_momentum: float = 0.6,
     ) -> None:
         super().__init__(
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
-            bias_lr_scale, lookahead, tta_level,
+            bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
         )  # fmt: skip
         self.net = MLP(num_classes, hidden_sizes, drop_rate, whiten, whiten_eps)
 
@@ -306,10 +302,12 @@ class CNNClassifier(CIFAR10Classifier):
         bias_lr_scale: float = 64.0,
         lookahead: bool = True,
         tta_level: int = 2,
+        muon_lr: float = 0.24,
+        muon_momentum: float = 0.6,
     ) -> None:
         super().__init__(
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
-            bias_lr_scale, lookahead, tta_level,
+            bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
         )  # fmt: skip
         self.net = CNN(num_classes, widths, drop_rate, bn_momentum, head_scale, whiten)
         if channels_last:

@@ -14,7 +14,7 @@ from conftest import write_batches
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import CNN, MLP, count_parameters
-from cifar_lightning.optim import lr_factor
+from cifar_lightning.optim import Muon, lr_factor
 
 MODELS = {
     # whitening off unless a test asks for it: its 3,072-pixel eigendecomposition would dominate these tiny fits
@@ -207,3 +207,20 @@ def test_fit_validates_with_tta_only_in_its_last_epoch(batches_dir: Path, tmp_pa
     assert {epoch for fn, epoch in calls if fn == "fit"} == {2}
     trainer.validate(model, datamodule=dm)  # a standalone validation always uses TTA
     assert any(fn == "validate" for fn, _ in calls)
+
+
+def test_muon_steps_the_cnn_filters_and_refuses_a_network_without_them(batches_dir: Path, tmp_path: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
+    model = MODELS["cnn"](optimizer="muon", muon_lr=0.1)
+    trainer = tiny_trainer(tmp_path, epochs=2)
+    trainer.fit(model, datamodule=dm)
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, Muon)
+    [filters] = [g for g in opt.param_groups if g["orthogonalize"]]
+    convs = [m.weight for m in model.net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
+    assert len(convs) == 6 and {id(p) for p in filters["params"]} == {id(p) for p in convs}
+    assert filters["initial_lr"] == 0.1 and filters["weight_decay"] == 0.0
+    for conv in convs:  # renormalized every step; the last, tiny step barely moves the norm off sqrt(out)
+        assert conv.norm().item() == pytest.approx(len(conv) ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="optimizer='muon' orthogonalizes convolution filters, and MLP has no"):
+        tiny_trainer(tmp_path / "mlp").fit(MODELS["mlp"](optimizer="muon"), datamodule=dm)
