@@ -47,6 +47,7 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
 ) -> None:
     args = tiny_args(folder_dir, tmp_path, "mlp", epochs=3) + signal_at(7, name)
     args[args.index("--wandb") + 1] = "true"
+    handler = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup or `cmd &`
     assert main(args) == code
     [run] = run_dirs(tmp_path)
     results = json.loads((run / "results.json").read_text())
@@ -56,7 +57,7 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
     [wandb_file] = run.glob("wandb/offline-run-*/*.wandb")
     exits = [r.exit.exit_code for r in read_wandb_records(wandb_file) if r.HasField("exit")]
     assert exits == [code]  # the W&B run was finished, and marked failed
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handling restored
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored to what it was
 
 
 @pytest.mark.parametrize(
