@@ -219,7 +219,7 @@ def test_muon_steps_the_cnn_filters_and_refuses_a_network_without_them(batches_d
     [filters] = [g for g in opt.param_groups if g["orthogonalize"]]
     convs = [m.weight for m in model.net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
     assert len(convs) == 6 and {id(p) for p in filters["params"]} == {id(p) for p in convs}
-    assert filters["initial_lr"] == 0.1 and filters["weight_decay"] == 0.0
+    assert filters["initial_lr"] == 0.1 and filters["weight_decay"] == 0.0 and filters["momentum"] == 0.6
     for conv in convs:  # renormalized every step; the last, tiny step barely moves the norm off sqrt(out)
         assert conv.norm().item() == pytest.approx(len(conv) ** 0.5, rel=0.05)
     with pytest.raises(ValueError, match="optimizer='muon' orthogonalizes convolution filters, and MLP has no"):

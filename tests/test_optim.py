@@ -45,7 +45,7 @@ def test_filters_are_renormalized_then_take_an_orthogonal_step() -> None:
     """Each step rescales a filter bank to norm sqrt(out_channels), then moves it by lr times an orthogonal matrix."""
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(16, 8, 3, 3) * 5)
-    opt = Muon([{"params": [weight], "orthogonalize": True}], lr=0.05, momentum=0.9, muon_momentum=0.6)
+    opt = Muon([{"params": [weight], "orthogonalize": True, "momentum": 0.6}], lr=0.05, momentum=0.9)
     weight.grad = torch.randn_like(weight)
     before = weight.detach() * 16**0.5 / weight.detach().norm()
     opt.step()
