@@ -41,11 +41,9 @@ def random_crop_flip(
     b, c, h, w = images.shape
     if padding == 0 and not flip:
         return images
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be {' or '.join(map(repr, PADDING_MODES))}, got {padding_mode!r}.")
+    if problem := padding_problem(padding, padding_mode, min(h, w)):
+        raise ValueError(problem + ".")
     reflect = padding_mode == "reflect"
-    if reflect and padding >= min(h, w):
-        raise ValueError(f"reflect padding needs padding < image size, got padding={padding} for {h}x{w} images.")
     padded = F.pad(images, (padding, padding, padding, padding)) if padding and not reflect else images
     # One draw per image picks its (dy, dx, mirrored) at once: uniform over the table's rows, so the three are
     # independent and uniform, as in torchvision. Looking the pixel indices up is 5x cheaper than computing them.
@@ -53,6 +51,15 @@ def random_crop_flip(
     choice = torch.randint(0, len(table), (b,), device=images.device)
     index = table.index_select(0, choice).view(b, 1, h * w).expand(b, c, h * w)  # shared by all channels
     return padded.flatten(2).gather(2, index).view(b, c, h, w)
+
+
+def padding_problem(padding: int, padding_mode: str, size: int, prefix: str = "") -> str | None:
+    """What is wrong with this padding for images of side ``size``, or None; ``prefix`` names the caller's argument."""
+    if padding_mode not in PADDING_MODES:
+        return f"{prefix}padding_mode must be {' or '.join(map(repr, PADDING_MODES))}, got {padding_mode!r}"
+    if padding_mode == "reflect" and padding >= size:  # reflection can only mirror pixels the image has
+        return f"reflect padding needs {prefix}padding < {size}, got {padding!r}"
+    return None
 
 
 @functools.lru_cache(maxsize=16)

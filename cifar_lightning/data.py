@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cifar_lightning import sources
-from cifar_lightning.augment import PADDING_MODES, PaddingMode, normalize, random_crop_flip
+from cifar_lightning.augment import PaddingMode, normalize, padding_problem, random_crop_flip
 from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
 from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
 
@@ -277,9 +277,7 @@ def _check_args(
         problems.append(f"num_workers must be >= 0, got {num_workers!r}")
     if crop_padding < 0:
         problems.append(f"crop_padding must be >= 0, got {crop_padding!r}")
-    if crop_padding_mode not in PADDING_MODES:
-        problems.append(f"crop_padding_mode must be {' or '.join(map(repr, PADDING_MODES))}, got {crop_padding_mode!r}")
-    elif crop_padding_mode == "reflect" and crop_padding >= min(IMAGE_SHAPE[1:]):
-        problems.append(f"reflect padding needs crop_padding < {min(IMAGE_SHAPE[1:])}, got {crop_padding!r}")
+    if problem := padding_problem(crop_padding, crop_padding_mode, min(IMAGE_SHAPE[1:]), prefix="crop_"):
+        problems.append(problem)
     if problems:
         raise ValueError("Invalid CIFAR10DataModule arguments: " + "; ".join(problems) + ".")

@@ -37,9 +37,9 @@ def param_groups(
     ``Muon`` steps at that rate (no weight decay: Muon keeps their norm fixed instead).
     """
     trainable = [p for p in module.parameters() if p.requires_grad]
-    filters = [p for p in trainable if p.ndim == 4] if muon_lr is not None else []
+    filters = [p for p in trainable if muon_lr is not None and p.ndim == 4]
     groups = [
-        {"params": [p for p in trainable if p.ndim > 1 and not any(p is f for f in filters)], "lr": lr,
+        {"params": [p for p in trainable if p.ndim > 1 and not (muon_lr is not None and p.ndim == 4)], "lr": lr,
          "weight_decay": weight_decay},
         {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * bias_lr_scale,
          "weight_decay": weight_decay / bias_lr_scale},
