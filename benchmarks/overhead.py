@@ -28,7 +28,7 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
-from cifar_lightning.cli import default_precision
+from cifar_lightning.cli import DefaultPrecision, default_precision
 from cifar_lightning.data import _InMemory
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.optim import build_optimizer, lr_factor
@@ -67,7 +67,7 @@ class EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: str) -> float:
+def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: DefaultPrecision) -> float:
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
@@ -79,7 +79,7 @@ def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision:
     return timer.seconds
 
 
-def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: str) -> float:
+def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: DefaultPrecision) -> float:
     """The same work as Lightning's epoch, written out by hand; ``module`` is only used as the network."""
     hp = module.hparams
     opt = build_optimizer(

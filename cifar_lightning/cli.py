@@ -16,7 +16,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -79,7 +79,10 @@ def cpu_supports_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def default_precision(accelerator: str) -> str:
+DefaultPrecision = Literal["bf16-mixed", "32-true"]
+
+
+def default_precision(accelerator: str) -> DefaultPrecision:
     """bf16-mixed where the hardware runs bf16 natively (recent GPUs, AVX512-BF16/AMX CPUs), else 32-true."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"

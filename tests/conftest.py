@@ -120,7 +120,7 @@ def read_wandb_records(path: Path) -> list:
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         pending += chunk
         if kind in (1, 4):  # a full record, or the last chunk of one
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf class
             record.ParseFromString(pending)
             records.append(record)
             pending = b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -23,7 +24,7 @@ MODELS = {
 }
 
 
-def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: object) -> L.Trainer:
+def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: Any) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
         enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=1, **kwargs,
@@ -66,6 +67,7 @@ def test_learns_and_logs_every_key(name: str, tmp_path: Path) -> None:
     trainer = tiny_trainer(tmp_path, epochs=10)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, ckpt_path="best")
+    assert trainer.log_dir is not None
     rows = list(csv.DictReader((Path(trainer.log_dir) / "metrics.csv").open()))
     keys = {k for row in rows for k, v in row.items() if v}
     expected = {"train/loss", "train/acc", "train/loss_step", "train/lr", "val/loss", "val/acc", "val/acc_best",
