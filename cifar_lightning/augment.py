@@ -33,7 +33,7 @@ def random_crop_flip(
         flip: whether to flip half of the images left-right.
         padding_mode: what fills the pixels shifted in: ``"constant"`` zeros (torchvision's default) or ``"reflect"``
             the image mirrored at its border (airbench's choice; no black bars, so a shifted image stays a plausible
-            photo). Reflection is folded into the lookup table, so it needs no padded copy.
+            photo). Either fill is folded into a lookup table, so neither needs a padded copy of the batch.
 
     Returns:
         A new ``(B, C, H, W)`` tensor, same dtype and device.
@@ -71,7 +71,7 @@ def _crop_flip_table(
     and for zero padding a ``(choices, 1, h * w)`` uint8 mask, 0 where a pixel falls outside the image (else None).
 
     Indexing the unpadded image skips a padded copy of every batch (1.2 MB for 256 images with 4-pixel padding):
-    measured on this CPU, that made a batch about 10% faster and the allocator re-faulted its pages less often.
+    on the 2-core CPU of benchmarks/RESULTS.md that made the whole pipeline about 7% faster.
     A constant (1.3 MB for 32x32 with 4-pixel shifts and flips), cached per device so each batch only looks it up.
     """
     shifts = torch.arange(-padding, padding + 1, device=device)
@@ -81,6 +81,8 @@ def _crop_flip_table(
     cols = mirrors.view(1, 1, -1, 1, w) + shifts.view(1, -1, 1, 1, 1)  # (1, dx, mirrored, 1, w)
     if reflect:  # coordinate -> source pixel: -1 -> 1, size -> size - 2 (reflection excludes the edge pixel)
         return (_reflect(rows, h) * w + _reflect(cols, w)).reshape(-1, h * w), None
+    if padding == 0:  # flips only: every pixel stays inside, nothing to blank
+        return (rows * w + cols).reshape(-1, h * w), None
     keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     index = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)
     return index.reshape(-1, h * w), keep.reshape(-1, 1, h * w).to(torch.uint8)
