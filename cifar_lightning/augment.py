@@ -81,11 +81,11 @@ def _crop_flip_table(
     cols = mirrors.view(1, 1, -1, 1, w) + shifts.view(1, -1, 1, 1, 1)  # (1, dx, mirrored, 1, w)
     if reflect:  # coordinate -> source pixel: -1 -> 1, size -> size - 2 (reflection excludes the edge pixel)
         return (_reflect(rows, h) * w + _reflect(cols, w)).reshape(-1, h * w), None
-    if padding == 0:  # flips only: every pixel stays inside, nothing to blank
-        return (rows * w + cols).reshape(-1, h * w), None
     keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    index = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)
-    return index.reshape(-1, h * w), keep.reshape(-1, 1, h * w).to(torch.uint8)
+    index = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).reshape(-1, h * w)
+    if keep.all():  # flips only (padding 0): nothing falls outside, so no mask to multiply by
+        return index, None
+    return index, keep.reshape(-1, 1, h * w).to(torch.uint8)
 
 
 def _reflect(coords: Tensor, size: int) -> Tensor:

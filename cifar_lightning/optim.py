@@ -36,12 +36,14 @@ def param_groups(
     per step, stays the same for every parameter. With ``muon_lr``, convolution filters move to a third group of
     ``Muon`` steps at that rate (no weight decay: Muon keeps their norm fixed instead).
     """
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    filters = [p for p in trainable if muon_lr is not None and p.ndim == 4]
+    filters: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
+    for p in module.parameters():
+        if p.requires_grad:
+            (filters if muon_lr is not None and p.ndim == 4 else others).append(p)
     groups = [
-        {"params": [p for p in trainable if p.ndim > 1 and not (muon_lr is not None and p.ndim == 4)], "lr": lr,
-         "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "lr": lr * bias_lr_scale,
+        {"params": [p for p in others if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in others if p.ndim <= 1], "lr": lr * bias_lr_scale,
          "weight_decay": weight_decay / bias_lr_scale},
     ]  # fmt: skip
     if filters:
@@ -122,15 +124,13 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    if not any(g.get("orthogonalize") for g in groups):
+    if not groups[-1].get("orthogonalize"):  # param_groups appends the filter group only when there are filters
         net = getattr(module, "net", module)
         raise ValueError(
             f"optimizer='muon' orthogonalizes convolution filters, and {type(net).__name__} has no trainable ones; "
             "use --model.optimizer sgd or adamw."
         )
-    for group in groups:
-        if group.get("orthogonalize"):
-            group["momentum"] = muon_momentum
+    groups[-1]["momentum"] = muon_momentum
     return Muon(groups, lr, momentum)
 
 
