@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from overhead import CLASSES, EpochTimer, InMemoryData, load_config
 
-from cifar_lightning.cli import default_precision
+from cifar_lightning.hardware import default_precision
 
 TRAIN, VAL = 45_000, 5_000
 

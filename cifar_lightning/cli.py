@@ -16,9 +16,8 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger
@@ -29,9 +28,11 @@ from cifar_lightning import sources
 from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import AtomicCheckpointIO, GracefulStop, check_checkpoint, find_last_checkpoint
+from cifar_lightning.hardware import default_precision
 from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.sources import DataError
+from cifar_lightning.timing import TimeBudget
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run this script
@@ -74,23 +75,6 @@ def expand_model_flag(argv: list[str]) -> list[str]:
     return out[:at] + configs + out[at:]
 
 
-def cpu_supports_bf16() -> bool:
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-DefaultPrecision = Literal["bf16-mixed", "32-true"]
-
-
-def default_precision(accelerator: str) -> DefaultPrecision:
-    """bf16-mixed where the hardware runs bf16 natively (recent GPUs, AVX512-BF16/AMX CPUs), else 32-true."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    if accelerator in ("auto", "cpu"):
-        return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-    return "32-true"
-
-
 def new_run_id(root: Path, model_name: str) -> str:
     """A timestamp, made unique within ``root/model_name``; reused from the environment in DDP child processes."""
     if run_id := os.environ.get(RUN_ID_ENV):
@@ -130,6 +114,11 @@ class CIFARCLI(LightningCLI):
         parser.add_argument(
             "--ckpt_every_n_steps", type=int | None, default=None, help="Also save last.ckpt every N steps."
         )
+        parser.add_argument(
+            "--time_budget", type=float | None, default=None,
+            help="Minutes the whole run may take, start to exit: the schedule follows the clock and ends annealed "
+            "and evaluated within them, whatever the epoch count says.",
+        )  # fmt: skip
 
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -139,6 +128,9 @@ class CIFARCLI(LightningCLI):
         epochs = trainer.max_epochs
         if epochs is not None and epochs != -1 and epochs < 1:
             raise UsageError(f"--trainer.max_epochs must be at least 1 (or -1 for no limit), got {epochs}.")
+        budget = self._cfg().get("time_budget")
+        if budget is not None and not budget > 0:
+            raise UsageError(f"--time_budget is in minutes and must be positive, got {budget}.")
         if trainer.precision is None:
             trainer.precision = default_precision(str(trainer.accelerator))
 
@@ -204,6 +196,8 @@ class CIFARCLI(LightningCLI):
         run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
         callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         callbacks += self.checkpoint_callbacks()
+        if cfg.get("time_budget"):
+            callbacks.append(TimeBudget(cfg.time_budget, from_process_start=True))
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         if cfg.trainer.logger is None or cfg.trainer.logger is True:
@@ -253,6 +247,9 @@ def _plain(value: Any) -> Any:
 def fit_and_test(cli: CIFARCLI) -> None:
     """The default command: fit, then test the best checkpoint if the data has a test split."""
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, RunSummary):  # its time estimate includes the test
+            callback.test_follows = datamodule.has_test_split()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from)
     except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit

@@ -26,7 +26,8 @@ from torchmetrics.classification import (
 from cifar_lightning.augment import tta_logits
 from cifar_lightning.constants import CLASSES, NUM_CLASSES
 from cifar_lightning.nets import CNN, MLP
-from cifar_lightning.optim import Lookahead, Optimizer, Schedule, build_optimizer, lr_factor
+from cifar_lightning.optim import Lookahead, Optimizer, Schedule, build_optimizer, lr_factor, lr_factor_at
+from cifar_lightning.timing import TimeBudget
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -119,6 +120,8 @@ class CIFAR10Classifier(L.LightningModule):
         trainer = self.trainer
         if stage == "test" or trainer.state.fn != "fit":
             return True  # test, or a standalone `validate`
+        if budget := TimeBudget.of(trainer):
+            return budget.final
         return trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
@@ -197,8 +200,14 @@ class CIFAR10Classifier(L.LightningModule):
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.hparams["lookahead"]:
-            self.lookahead.step(self.net, self.trainer.global_step, int(self.trainer.estimated_stepping_batches))
+        if not self.hparams["lookahead"]:
+            return
+        step = self.trainer.global_step
+        if budget := TimeBudget.of(self.trainer):
+            self.lookahead.step(self.net, step, budget.progress, budget.final)
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            self.lookahead.step(self.net, step, step / total, step >= total)
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())
@@ -220,9 +229,14 @@ class CIFAR10Classifier(L.LightningModule):
             self, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
             hp["muon_momentum"],
         )  # fmt: skip
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = max(1, round(hp["warmup_fraction"] * total))
-        factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
+        if budget := TimeBudget.of(self.trainer):  # the wall clock drives the schedule, read at every step
+
+            def factor(step: int) -> float:
+                return lr_factor_at(budget.progress, hp["warmup_fraction"], hp["schedule"])
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = max(1, round(hp["warmup_fraction"] * total))
+            factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -19,7 +19,17 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return _decay(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)), schedule)
+
+
+def lr_factor_at(progress: float, warmup_fraction: float, schedule: Schedule) -> float:
+    """``lr_factor`` driven by the fraction of training done (a time budget's) instead of the step count."""
+    if progress < warmup_fraction:
+        return max(progress, 1e-3) / warmup_fraction
+    return _decay(min(1.0, (progress - warmup_fraction) / max(1e-9, 1 - warmup_fraction)), schedule)
+
+
+def _decay(progress: float, schedule: Schedule) -> float:
     if schedule == "linear":
         return 1.0 - progress
     if schedule == "cosine":
@@ -137,9 +147,10 @@ def build_optimizer(
 class Lookahead:
     """airbench's lookahead: every ``every`` steps, slow <- decay * slow + (1 - decay) * fast, then fast <- slow.
 
-    ``decay`` grows as ``0.95**5 * (step / total)**3``: no averaging early, when the weights move fast, and strong
-    averaging at the end; the last step copies the slow weights in, so the run ends on them. Batch-norm statistics
-    are averaged too. The slow copy is not checkpointed: a resumed run restarts it from the current weights.
+    ``decay`` grows as ``0.95**5 * progress**3`` (``progress``: the share of training done, ``step / total`` or a
+    time budget's): no averaging early, when the weights move fast, and strong averaging at the end; the ``final``
+    step copies the slow weights in, so the run ends on them. Batch-norm statistics are averaged too. The slow copy
+    is not checkpointed: a resumed run restarts it from the current weights.
     """
 
     def __init__(self, every: int = 5) -> None:
@@ -147,11 +158,11 @@ class Lookahead:
         self.slow: dict[str, Tensor] = {}
 
     @torch.no_grad()
-    def step(self, net: nn.Module, step: int, total: int) -> None:
-        if step >= total:
+    def step(self, net: nn.Module, step: int, progress: float, final: bool) -> None:
+        if final:
             decay = 1.0
         elif step % self.every == 0:
-            decay = 0.95**5 * (step / total) ** 3
+            decay = 0.95**5 * progress**3
         else:
             return
         state = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}

@@ -12,7 +12,8 @@ import yaml
 from conftest import run_dirs, tiny_args, write_folder
 
 from cifar_lightning.callbacks import RESULTS_FILE
-from cifar_lightning.cli import default_precision, expand_model_flag, main
+from cifar_lightning.cli import expand_model_flag, main
+from cifar_lightning.hardware import default_precision
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_KEYS = {"model", "parameters", "val/acc_best", "epochs", "train_seconds", "images_per_second",

@@ -1,0 +1,114 @@
+"""How much of the machine a training step uses: FLOP/s of one step against the same machine's matmul peak.
+
+    python benchmarks/efficiency.py [--model cnn mlp] [--batch N] [--steps 6] [--precision 32-true|bf16-mixed]
+    python benchmarks/efficiency.py --model cnn --set widths=[64,256,256]    # any init_args override
+
+FLOPs per training image come from ``torch.utils.flop_counter`` over one forward and backward pass of the network
+of ``configs/<model>.yaml`` (convolutions and matmuls; element-wise work is not counted, as usual). The step is timed
+as the training loop runs it: forward, loss, backward and the optimizer (Muon's Newton-Schulz included), at the
+precision ``train.py`` picks for this machine unless ``--precision`` says otherwise; the first steps are warm-up.
+The peak is a 4,096-square matmul in the same precision, timed in the same process. The last line per model is
+``<model>_efficiency=<percent of peak>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from overhead import CLASSES, load_config
+from torch.utils.flop_counter import FlopCounterMode
+
+from cifar_lightning.hardware import default_precision, describe
+from cifar_lightning.optim import build_optimizer
+
+
+def autocast(precision: str) -> AbstractContextManager[object]:
+    if precision == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(precision: str, n: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of an ``n x n`` matmul: what this machine's BLAS/oneDNN reaches at its best, in this precision."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    if precision == "bf16-mixed":
+        a, b = a.bfloat16(), b.bfloat16()
+    return 2 * n**3 / timed(lambda: a @ b, repeats, warmup=1)
+
+
+def measure(model: str, batch: int, steps: int, precision: str, overrides: dict[str, object]) -> dict[str, float]:
+    model_args, _ = load_config(model)
+    module = CLASSES[model](**{**model_args, **overrides})
+    hp = module.hparams
+    opt = build_optimizer(
+        module, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
+        hp["muon_momentum"],
+    )  # fmt: skip
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        with autocast(precision):
+            loss = F.cross_entropy(module(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter, autocast(precision):
+        F.cross_entropy(module(x), y).backward()
+    flops_per_image = counter.get_total_flops() / batch
+    module.train()
+    seconds = timed(step, steps)
+    achieved = flops_per_image * batch / seconds
+    peak = matmul_peak(precision)
+    print(f"{model}: {flops_per_image / 1e9:.3f} GFLOP per training image, batch {batch}, {precision}: "
+          f"{seconds * 1e3:.0f} ms/step = {batch / seconds:,.0f} img/s = {achieved / 1e9:.0f} GFLOP/s; "
+          f"matmul peak {peak / 1e9:.0f} GFLOP/s")  # fmt: skip
+    print(f"{model}_efficiency={100 * achieved / peak:.1f}%")
+    return {"images_per_second": batch / seconds, "efficiency": achieved / peak}
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", nargs="+", default=["cnn", "mlp"], help="configs/<name>.yaml to measure")
+    parser.add_argument("--batch", type=int, default=None, help="default: the config's batch size")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--precision", default=None, help="default: what train.py picks here")
+    parser.add_argument("--set", nargs="*", default=[], help="model init_args overrides, key=value")
+    args = parser.parse_args()
+    precision = args.precision or default_precision("cpu")
+    print(describe("cpu", precision))
+    overrides = dict(parse_override(s) for s in args.set)
+    for model in args.model:
+        batch = args.batch or load_config(model)[1].get("batch_size", 256)
+        measure(model, batch, args.steps, precision, overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What this machine is, and which precision it runs natively: the facts every timing needs next to it.
+
+A 2-core CPU with AVX512-BF16 or AMX trains the CNN several times faster in ``bf16-mixed`` than an AVX2-only CPU can
+in ``32-true``; a time without its machine class is not a result. ``describe`` is the one line a run prints at its
+start, ``hardware_info`` what ``results.json`` records.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+DefaultPrecision = Literal["bf16-mixed", "32-true"]
+# The CPU flags that decide the speed of a training step: vector width (avx2, avx512f) and native bf16.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``SPEED_FLAGS`` the CPU reports (Linux); elsewhere the vector ISA torch's kernels were built for."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    if flags:
+        return [f for f in SPEED_FLAGS if f in flags]
+    return [torch.backends.cpu.get_cpu_capability().lower()]
+
+
+def cpu_supports_bf16() -> bool:
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def default_precision(accelerator: str) -> DefaultPrecision:
+    """bf16-mixed where the hardware runs bf16 natively (recent GPUs, AVX512-BF16/AMX CPUs), else 32-true."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu"):
+        return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+    return "32-true"
+
+
+def uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def runs_natively(accelerator: str, precision: str) -> bool:
+    """Whether the hardware has arithmetic for ``precision`` (rather than converting to fp32 and back)."""
+    if "bf16" in precision:
+        return torch.cuda.is_bf16_supported() if uses_cuda(accelerator) else cpu_supports_bf16()
+    if precision.startswith("16"):
+        return uses_cuda(accelerator)
+    return True
+
+
+def hardware_info(accelerator: str, precision: str) -> dict[str, Any]:
+    """The machine as ``results.json`` records it: device, CPU model and speed flags, kernels, threads."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        # torch's vector kernels (ATEN_CPU_CAPABILITY may cap them below what the CPU has, e.g. to emulate AVX2)
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "precision_native": runs_natively(accelerator, precision),
+        "gpu": torch.cuda.get_device_name() if uses_cuda(accelerator) else None,
+    }
+    if isa := os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        info["onednn_max_cpu_isa"] = isa
+    return info
+
+
+def describe(accelerator: str, precision: str) -> str:
+    """One line: where the run computes, in which precision, whether natively, and on how many threads."""
+    info = hardware_info(accelerator, precision)
+    device = f"GPU {info['gpu']}" if info["gpu"] else f"CPU {info['cpu']} ({', '.join(info['cpu_flags']) or '-'})"
+    native = "native" if info["precision_native"] else "not native here: emulated, slow"
+    capped_isa = "avx512f" in info["cpu_flags"] and (info["cpu_kernels"] != "AVX512" or "onednn_max_cpu_isa" in info)
+    capped = f", kernels capped at {info.get('onednn_max_cpu_isa', info['cpu_kernels'])}" if capped_isa else ""
+    return f"Hardware: {device}, {info['threads']} threads{capped}; precision {precision} ({native})."

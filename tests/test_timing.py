@@ -1,0 +1,148 @@
+"""The run's cost estimate, the hardware it records, and the time-budgeted schedule (on a fake clock)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from conftest import run_dirs, tiny_args
+
+from cifar_lightning import CIFAR10DataModule, MLPClassifier
+from cifar_lightning.cli import main
+from cifar_lightning.hardware import describe, hardware_info
+from cifar_lightning.optim import lr_factor, lr_factor_at
+from cifar_lightning.timing import TimeBudget, Workload, estimate_seconds, format_duration
+
+
+class FakeClock:
+    """A clock that moves only when a test says: ``step_seconds`` per training step, nothing elsewhere."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class AdvanceClock(L.Callback):
+    """Moves the fake clock forward before every training step, and records the learning rate each step used."""
+
+    def __init__(self, clock: FakeClock, step_seconds: float) -> None:
+        self.clock, self.step_seconds = clock, step_seconds
+        self.lrs: list[float] = []
+        self.tta_validations: list[int] = []  # global step of each validation that used TTA
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self.clock.now += self.step_seconds
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and pl_module._use_tta("val"):  # type: ignore[operator]
+            self.tta_validations.append(trainer.global_step)
+
+
+def test_estimate_adds_training_validations_tta_and_test() -> None:
+    work = Workload(train_images=9000, val_images_per_check=1000, val_checks=3, tta_views=6, test_images=2000,
+                    seconds_per_train_image=0.003)  # fmt: skip
+    cost = estimate_seconds(work)
+    per_view = 0.001  # a third of a training image
+    assert cost["fit"] == pytest.approx(27 + 1000 * per_view * (2 + 6))  # two single-view checks, one with TTA
+    assert cost["test"] == pytest.approx(2000 * per_view * 6)
+    assert format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
+
+
+def test_hardware_line_names_device_precision_and_threads() -> None:
+    info = hardware_info("cpu", "32-true")
+    assert info["threads"] == torch.get_num_threads() and info["precision_native"] is True
+    assert info["cpu_kernels"] == torch.backends.cpu.get_cpu_capability() and info["gpu"] is None
+    line = describe("cpu", "32-true")
+    assert line.startswith("Hardware: CPU ") and f"{torch.get_num_threads()} threads" in line
+    assert "precision 32-true (native)" in line
+
+
+def test_budget_schedule_matches_the_step_schedule_after_warm_up() -> None:
+    total, warmup = 200, 40
+    for step in range(warmup, total + 1, 7):
+        expected = lr_factor(step, total, warmup, "linear")
+        assert lr_factor_at(step / total, warmup / total, "linear") == pytest.approx(expected)
+    assert lr_factor_at(0.1, 0.2, "linear") == pytest.approx(0.5)  # half-way through the warm-up
+    assert lr_factor_at(1.0, 0.2, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def budget_fit(tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: float) -> tuple[Any, ...]:
+    clock = FakeClock()
+    budget = TimeBudget(minutes, clock=clock)
+    probe = AdvanceClock(clock, step_seconds)
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, lookahead=True, tta_level=1, warmup_fraction=0.2)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
+        enable_model_summary=False, enable_checkpointing=False, callbacks=[budget, probe],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, model, budget, probe
+
+
+def test_budget_ends_the_run_annealed_when_the_clock_says(batches_dir: Path, tmp_path: Path) -> None:
+    # A 1-minute budget less its 5 s minimum reserve leaves a 55 s window. At 1 s per step the run takes 55 steps
+    # (a 56th would end past it), whatever max_epochs (2, i.e. 10 steps) says.
+    trainer, model, budget, probe = budget_fit(tmp_path, batches_dir, minutes=1.0, step_seconds=1.0)
+    assert trainer.global_step == 55 and budget.final and budget.progress == 1.0
+    assert trainer.current_epoch == 11  # past max_epochs=2: stopped at the end of the 11th epoch
+    peak = probe.lrs.index(max(probe.lrs))
+    assert peak == 10  # the warm-up covers 20% of the window: the 11th step ends at 11 s, 20% of 55 s
+    assert probe.lrs[-1] == 0.0  # the last step ends on the window's end, where the decay reaches 0
+    assert probe.tta_validations == [55]  # only the final validation used TTA
+    for key, value in model.net.state_dict().items():  # lookahead copied its average in at the end
+        if value.is_floating_point():
+            torch.testing.assert_close(value, model.lookahead.slow[key], atol=0, rtol=0)
+
+
+def test_a_slower_machine_gets_fewer_steps_of_the_same_schedule(batches_dir: Path, tmp_path: Path) -> None:
+    trainer, model, budget, probe = budget_fit(tmp_path, batches_dir, minutes=1.0, step_seconds=2.4)
+    assert trainer.global_step == 22 and budget.final  # 22 steps end at 52.8 s; a 23rd would end at 55.2
+    peak = probe.lrs.index(max(probe.lrs))
+    assert peak == 4  # the 5th step ends at 12 s, just past 20% of the window
+    # the last step ends at 52.8 s, 96% of the window: 95% through the decay, so 5% of the peak rate
+    assert probe.lrs[-1] == pytest.approx(0.05 * model.hparams["lr"])
+    assert probe.tta_validations == [22]
+
+
+def test_budget_carries_its_used_time_through_a_checkpoint() -> None:
+    clock = FakeClock()
+    first = TimeBudget(10, clock=clock)
+    clock.now = 240.0
+    state = first.state_dict()
+    clock.now = 1000.0  # a new process, much later
+    resumed = TimeBudget(10, clock=clock)
+    resumed.load_state_dict(state)
+    assert resumed.elapsed() == pytest.approx(240.0) and resumed.progress == first.progress
+    with pytest.raises(ValueError, match="time_budget must be a positive number of minutes, got 0"):
+        TimeBudget(0)
+
+
+def test_run_prints_hardware_and_estimate_and_records_them(
+    batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "runs"
+    with caplog.at_level("INFO"):
+        assert main(tiny_args(batches_dir, out, epochs=2)) == 0
+    text = caplog.text
+    assert "Hardware: " in text and "precision 32-true (native)" in text
+    assert "Estimated: " in text and "start to exit" in text and ", test " in text  # the test follows fit
+    [run] = run_dirs(out)
+    results = json.loads((run / "results.json").read_text())
+    assert results["hardware"]["precision"] == "32-true" and results["hardware"]["threads"] >= 1
+    estimate = results["estimate"]
+    assert estimate["at_step"] == 5 and estimate["fit_seconds"] > 0 and estimate["test_seconds"] > 0
+    assert results["test_seconds"] > 0 and results["wall_seconds"] > 0 and results["time_budget_minutes"] is None
+
+
+def test_bad_time_budget_is_a_usage_error(batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([*tiny_args(batches_dir, tmp_path / "runs"), "--time_budget", "-2"]) == 2
+    assert "--time_budget is in minutes and must be positive, got -2.0" in capsys.readouterr().err
+    assert not run_dirs(tmp_path / "runs")
