@@ -78,7 +78,7 @@ class RunSummary(L.Callback):
         long_run_minutes: on a CPU, a projected run longer than this prints the faster options.
     """
 
-    warmup_steps, measured_steps = 2, 3  # the first steps pay for whitening, allocation and kernel selection
+    warmup_steps, measured_steps = 1, 3  # the first step pays for whitening, allocation and kernel selection
 
     def __init__(self, test_follows: bool = False, long_run_minutes: float = 15.0) -> None:
         self.test_follows, self.long_run_minutes = test_follows, long_run_minutes
@@ -92,6 +92,8 @@ class RunSummary(L.Callback):
         self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if "hardware" in self.results:  # once per run: fit and its test share the machine
+            return
         device = trainer.strategy.root_device.type
         self.results["hardware"] = hardware_info(device, str(trainer.precision))
         rank_zero_info(describe(device, str(trainer.precision)))

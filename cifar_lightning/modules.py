@@ -247,8 +247,9 @@ class MLPClassifier(CIFAR10Classifier):
     Args:
         hidden_sizes: width of each hidden layer.
         drop_rate: dropout after each hidden layer.
-        whiten: ZCA-whiten the input pixels with a frozen transform set from the first training images.
-        whiten_eps: ZCA regularizer, added to the covariance eigenvalues of the normalized pixels.
+        whiten: whiten the input pixels with a frozen transform set from the first training images.
+        whiten_eps: whitening regularizer, added to the covariance eigenvalues of the normalized pixels.
+        whiten_dim: whiten onto this many principal directions (PCA), or None for ZCA over all 3,072 pixels.
     """
 
     def __init__(
@@ -257,6 +258,7 @@ class MLPClassifier(CIFAR10Classifier):
         drop_rate: float = 0.0,
         whiten: bool = True,
         whiten_eps: float = 10.0,
+        whiten_dim: int | None = 256,
         num_classes: int = NUM_CLASSES,
         lr: float = 0.05,
         weight_decay: float = 5e-4,
@@ -275,7 +277,7 @@ class MLPClassifier(CIFAR10Classifier):
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
             bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
         )  # fmt: skip
-        self.net = MLP(num_classes, hidden_sizes, drop_rate, whiten, whiten_eps)
+        self.net = MLP(num_classes, hidden_sizes, drop_rate, whiten, whiten_eps, whiten_dim)
 
 
 class CNNClassifier(CIFAR10Classifier):

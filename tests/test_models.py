@@ -136,6 +136,28 @@ def test_mlp_zca_whitens_pixels() -> None:
     assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.02
 
 
+def test_mlp_pca_whitening_keeps_the_strongest_directions_at_a_fraction_of_the_cost() -> None:
+    torch.manual_seed(0)
+    noise = torch.randn(4000, 3, 32, 32)
+    images = noise + 0.8 * noise.roll(1, dims=-1) + 0.8 * noise.roll(1, dims=-2)  # neighbouring pixels correlated
+    full = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6)
+    pca = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6, whiten_dim=256)
+    statistics = full.whitening_statistics(images)
+    full.set_whitening(statistics)
+    pca.set_whitening(statistics)
+    out = (images.flatten(1) - pca.input_mean) @ pca.input_whitening  # (4000, 256)
+    torch.testing.assert_close(out.T @ out / len(out), torch.eye(256), atol=0.02, rtol=0)
+    # the kept directions carry the most variance of the pixels: more than any other 256 directions
+    centred = images.flatten(1) - pca.input_mean
+    kept = torch.linalg.qr(pca.input_whitening).Q
+    variance = lambda basis: (centred @ basis).var(0).sum()  # noqa: E731
+    assert variance(kept) > 1.2 * variance(torch.linalg.qr(torch.randn(3072, 256)).Q)
+    assert pca(images[:2]).shape == (2, 10) and pca.layers[0].in_features == 256
+    assert count_parameters(pca) < count_parameters(full) / 10  # the first layer shrank from 3,072 inputs to 256
+    with pytest.raises(ValueError, match=r"whiten_dim must be between 1 and 3072 \(or None for ZCA\), got 0"):
+        MLP(whiten=True, whiten_dim=0)
+
+
 WHITENING = {"mlp": "net.input_whitening", "cnn": "net.stem.weight"}
 
 
