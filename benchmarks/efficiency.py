@@ -22,7 +22,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
-from overhead import CLASSES, load_config
+import yaml
+from overhead import CLASSES, REPO, load_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_lightning.hardware import default_precision, describe
@@ -57,7 +58,8 @@ def matmul_peak(precision: str, n: int = 4096, repeats: int = 5) -> float:
 
 def measure(model: str, batch: int, steps: int, precision: str, overrides: dict[str, object]) -> dict[str, float]:
     model_args, _ = load_config(model)
-    module = CLASSES[model](**{**model_args, **overrides})
+    class_path = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())["model"]["class_path"]
+    module = CLASSES["mlp" if class_path.endswith("MLPClassifier") else "cnn"](**{**model_args, **overrides})
     hp = module.hparams
     opt = build_optimizer(
         module, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],

@@ -7,6 +7,7 @@ start, ``hardware_info`` what ``results.json`` records.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -44,9 +45,24 @@ def cpu_flags() -> list[str]:
     return [torch.backends.cpu.get_cpu_capability().lower()]
 
 
+@functools.cache
 def cpu_supports_bf16() -> bool:
+    """Whether the CPU has bf16 arithmetic (AVX512-BF16 or AMX) and torch's kernels may use it.
+
+    Kernels capped below AVX-512 by ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA`` (how an AVX2-only machine is
+    emulated) count as no: bf16 then runs through conversions, several times slower than fp32.
+    """
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    if not any(getattr(torch.cpu, name, lambda: False)() for name in probes):
+        return False
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    onednn_ok = onednn_cap in ("ALL", "DEFAULT") or "AVX512" in onednn_cap or "AMX" in onednn_cap
+    return onednn_ok and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls on ``device`` are faster than fp32 ones (CUDA GPUs; CPUs as ``cpu_supports_bf16``)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16())
 
 
 def default_precision(accelerator: str) -> DefaultPrecision:

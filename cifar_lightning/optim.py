@@ -8,6 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from cifar_lightning.hardware import fast_bf16
+
 Optimizer = Literal["sgd", "adamw", "muon"]
 Schedule = Literal["linear", "cosine", "constant"]
 
@@ -62,13 +64,17 @@ def param_groups(
 
 
 @torch.no_grad()
-def orthogonalize(g: Tensor, steps: int = 3, eps: float = 1e-7) -> Tensor:
-    """Approximately ``U V^T`` of ``g = U S V^T``: 3 quintic Newton-Schulz iterations in bf16 (Muon's, as tuned in
+def orthogonalize(g: Tensor, steps: int = 3, eps: float = 1e-7, dtype: torch.dtype | None = None) -> Tensor:
+    """Approximately ``U V^T`` of ``g = U S V^T``: 3 quintic Newton-Schulz iterations (Muon's, as tuned in
     airbench94_muon). The result's singular values land roughly in [0.5, 1.5] rather than at 1, which its authors
-    measured to train as well. For the default CNN's six filter banks this costs 0.046 s per step on the 2-core CPU of
-    benchmarks/RESULTS.md: 2% of a batch-1,024 step, 8% of a batch-256 one."""
+    measured to train as well.
+
+    The iterations run in bf16 where the hardware multiplies bf16 natively (as airbench does), and in fp32 elsewhere:
+    on an AVX2-only CPU bf16 matmuls are converted back and forth, and took a quarter of the fast CNN's training
+    step in the profile of benchmarks/RESULTS.md. ``dtype`` forces one.
+    """
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
+    x = g.to(dtype or (torch.bfloat16 if fast_bf16(g.device) else torch.float32))
     x = x / (x.norm() + eps)  # singular values <= 1, where the iteration converges
     tall = x.size(0) > x.size(1)
     if tall:

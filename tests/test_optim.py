@@ -16,11 +16,14 @@ def spread_matrix(rows: int, cols: int, smallest: float) -> tuple[torch.Tensor, 
     return u @ torch.diag(s) @ v.T, u @ v.T
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])  # bf16 where native, fp32 on AVX2-only CPUs
 @pytest.mark.parametrize("shape", [(384, 3456), (96, 216), (200, 50)])
-def test_orthogonalize_equalizes_singular_values_and_keeps_directions(shape: tuple[int, int]) -> None:
+def test_orthogonalize_equalizes_singular_values_and_keeps_directions(
+    shape: tuple[int, int], dtype: torch.dtype
+) -> None:
     torch.manual_seed(0)
     g, polar = spread_matrix(*shape, smallest=0.1)  # a 10x spread: a few dominant directions, many weak ones
-    out = orthogonalize(g)
+    out = orthogonalize(g, dtype=dtype)
     assert out.shape == g.shape and out.dtype == g.dtype
     s = torch.linalg.svdvals(out)
     assert s.max() < 1.5 and s.max() / s.min() < 3, f"singular values {s.min():.2f}..{s.max():.2f}: still spread"
