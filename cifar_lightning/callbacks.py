@@ -9,9 +9,8 @@
 - ``test/acc_top5``, ``test/precision_per_class``, ``test/recall_per_class``, ``test/f1_per_class``
 - ``global_step``; ``resumed_from`` (the checkpoint fit resumed from, or null); ``interrupted``: null, or
   ``{"signal", "step", "epoch", "checkpoint"}`` when SIGINT/SIGTERM stopped the run
-- ``hardware`` (``hardware.hardware_info``: CPU model and speed flags, kernels, threads, GPU, precision and whether
-  it is native); ``estimate``: ``{"fit_seconds", "test_seconds", "at_step"}``, the projection printed after the
-  first steps; ``test_seconds``; ``wall_seconds`` (process start to the last write); ``time_budget_minutes``
+- ``hardware``, ``estimate``, ``time_budget_minutes`` (from ``timing.CostReport``, when the run has one);
+  ``test_seconds``; ``wall_seconds`` (process start to the last write)
 """
 
 from __future__ import annotations
@@ -27,25 +26,16 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from cifar_lightning import plots
-from cifar_lightning.constants import TEST_SIZE
 from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
-from cifar_lightning.hardware import describe, hardware_info
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, read_curves
-from cifar_lightning.timing import (
-    TTA_VIEWS,
-    TimeBudget,
-    Workload,
-    estimate_seconds,
-    format_duration,
-    seconds_since_process_start,
-)
+from cifar_lightning.timing import CostReport, seconds_since_process_start
 
 
 def run_dir(trainer: L.Trainer) -> Path | None:
@@ -64,59 +54,24 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
 
 
 class RunSummary(L.Callback):
-    """Says what the run computes on and what it will cost, times it, and writes ``results.json`` into the run
-    folder (``run_dir``) after fit and test.
+    """Times training and writes ``results.json`` into the run folder (``run_dir``) after fit and test."""
 
-    At setup it prints the hardware line (``hardware.describe``). Training steps ``warmup_steps`` to
-    ``warmup_steps + measured_steps`` are timed as they run (no extra pass), and one line then projects the wall time
-    of the whole run (``timing.estimate_seconds``); with a ``TimeBudget`` it keeps the budget's estimate of the final
-    evaluation up to date instead.
-
-    Args:
-        test_follows: a test on the data's test split comes after fit (``train.py`` without a subcommand sets it);
-            the estimate then includes it.
-        long_run_minutes: on a CPU, a projected run longer than this prints the faster options.
-    """
-
-    warmup_steps, measured_steps = 1, 3  # the first step pays for whitening, allocation and kernel selection
-
-    def __init__(self, test_follows: bool = False, long_run_minutes: float = 15.0) -> None:
-        self.test_follows, self.long_run_minutes = test_follows, long_run_minutes
+    def __init__(self) -> None:
         self.results: dict[str, Any] = {}
         self._images = 0
         self._loop_seconds = 0.0
         self._fit_start = self._epoch_start = self._val_start = self._test_start = 0.0
-        self._step_end = 0.0
-        self._step_times: list[float] = []
-        self._seconds_per_image: float | None = None  # one training image, measured
-        self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if "hardware" in self.results:  # once per run: fit and its test share the machine
-            return
-        device = trainer.strategy.root_device.type
-        self.results["hardware"] = hardware_info(device, str(trainer.precision))
-        rank_zero_info(describe(device, str(trainer.precision)))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
-        budget = TimeBudget.of(trainer)
-        self.results["time_budget_minutes"] = budget.seconds / 60 if budget else None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = self._step_end = time.perf_counter()
+        self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._images += len(batch[1])
-        now = time.perf_counter()
-        if len(self._step_times) < self.measured_steps and batch_idx >= self.warmup_steps:
-            self._step_times.append(now - self._step_end)
-            if len(self._step_times) == self.measured_steps:
-                self._seconds_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
-                self._project(trainer, pl_module)
-        self._step_end = now
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -124,58 +79,7 @@ class RunSummary(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation runs inside the training epoch: take its time out of the training-loop time.
         if trainer.training and not trainer.sanity_checking:
-            seconds = time.perf_counter() - self._val_start
-            self._epoch_start += seconds
-            self._step_end += seconds
-            budget = TimeBudget.of(trainer)
-            if budget is not None and not budget.final:  # a single-view validation: measure evaluation speed
-                self._eval_per_view = seconds / max(1, _val_images(trainer))
-                budget.tail = self._tail_seconds(trainer, pl_module)
-
-    def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
-        """The final TTA validation and the test, from the measured evaluation (or training) speed."""
-        per_view = self._eval_per_view or (self._seconds_per_image or 0.0) / 3
-        views = TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1)
-        return per_view * views * (_val_images(trainer) + (TEST_SIZE if self.test_follows else 0))
-
-    def _project(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Prints and records the projected wall time of the run, or of the budget's training window."""
-        assert self._seconds_per_image is not None
-        spent = seconds_since_process_start()
-        budget = TimeBudget.of(trainer)
-        if budget is not None:
-            budget.tail = self._tail_seconds(trainer, pl_module)
-            images = (budget.window() - budget.elapsed()) / self._seconds_per_image
-            epochs = trainer.current_epoch + images / max(1, trainer.num_training_batches * _batch(trainer))
-            rank_zero_info(
-                f"Time budget {format_duration(budget.seconds)}: at {1 / self._seconds_per_image:,.0f} training "
-                f"images/s the schedule fits about {epochs:.1f} epochs, then evaluates."
-            )
-            self.results["estimate"] = {"fit_seconds": None, "test_seconds": None, "epochs": round(epochs, 2),
-                                        "at_step": trainer.global_step}  # fmt: skip
-            return
-        epochs_left = (trainer.max_epochs or 1) - trainer.current_epoch
-        work = Workload(
-            train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * _batch(trainer),
-            val_images_per_check=_val_images(trainer), val_checks=epochs_left,
-            tta_views=TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1),
-            test_images=TEST_SIZE if self.test_follows else 0, seconds_per_train_image=self._seconds_per_image,
-        )  # fmt: skip
-        cost = estimate_seconds(work)
-        total = spent + cost["fit"] + cost["test"]
-        rank_zero_info(
-            f"Estimated: {format_duration(total)} start to exit ({1 / self._seconds_per_image:,.0f} training images/s; "
-            f"fit {format_duration(time.perf_counter() - self._fit_start + cost['fit'])}"
-            + (f", test {format_duration(cost['test'])})." if self.test_follows else ").")
-        )  # fmt: skip
-        if trainer.strategy.root_device.type == "cpu" and total > 60 * self.long_run_minutes:
-            rank_zero_info(
-                f"That is long for a CPU. `--time_budget {self.long_run_minutes:g}` fits this recipe into "
-                f"{self.long_run_minutes:g} minutes (fewer epochs, still annealed); for the CNN, `--model cnn_fast` is "
-                "the recipe made for CPUs without native bf16."
-            )
-        self.results["estimate"] = {"fit_seconds": round(cost["fit"], 3), "test_seconds": round(cost["test"], 3),
-                                    "wall_seconds": round(total, 1), "at_step": trainer.global_step}  # fmt: skip
+            self._epoch_start += time.perf_counter() - self._val_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._loop_seconds += time.perf_counter() - self._epoch_start
@@ -244,7 +148,8 @@ class RunSummary(L.Callback):
             **dict.fromkeys(("test/acc", "test/loss", "test/acc_per_class", "test/acc_top5")),
             **dict.fromkeys(f"test/{kind}_per_class" for kind in ("precision", "recall", "f1")),
             **dict.fromkeys(("global_step", "resumed_from", "interrupted")),
-            **dict.fromkeys(("hardware", "estimate", "test_seconds", "time_budget_minutes")),
+            **dict.fromkeys(("hardware", "estimate", "time_budget_minutes", "test_seconds")),
+            **(report.record if (report := CostReport.of(trainer)) else {}),
             **self.results,
             "wall_seconds": round(seconds_since_process_start(), 1) or None,
         }
@@ -253,18 +158,6 @@ class RunSummary(L.Callback):
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         os.replace(tmp, path)
-
-
-def _batch(trainer: L.Trainer) -> int:
-    """Training images per optimizer step, over all ranks."""
-    datamodule = getattr(trainer, "datamodule", None)
-    return int(getattr(datamodule, "batch_size", 1)) * trainer.world_size
-
-
-def _val_images(trainer: L.Trainer) -> int:
-    """Images in one validation over all ranks (``limit_val_batches`` applied), from the batch count."""
-    datamodule = getattr(trainer, "datamodule", None)
-    return int(sum(trainer.num_val_batches)) * int(getattr(datamodule, "batch_size", 1)) * trainer.world_size
 
 
 class RunFigures(L.Callback):

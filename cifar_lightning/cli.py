@@ -32,7 +32,7 @@ from cifar_lightning.hardware import default_precision
 from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.sources import DataError
-from cifar_lightning.timing import TimeBudget
+from cifar_lightning.timing import CostReport, TimeBudget
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run this script
@@ -96,7 +96,8 @@ class CIFARCLI(LightningCLI):
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
             trainer_defaults={
-                "default_root_dir": "runs", "callbacks": [GracefulStop(), RunSummary(), RunFigures(), ExportBest()],
+                "default_root_dir": "runs",
+                "callbacks": [GracefulStop(), CostReport(), RunSummary(), RunFigures(), ExportBest()],
             },
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
         )  # fmt: skip
@@ -247,9 +248,8 @@ def _plain(value: Any) -> Any:
 def fit_and_test(cli: CIFARCLI) -> None:
     """The default command: fit, then test the best checkpoint if the data has a test split."""
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(callback, RunSummary):  # its time estimate includes the test
-            callback.test_follows = datamodule.has_test_split()
+    if report := CostReport.of(trainer):  # its time estimate includes the test
+        report.test_follows = datamodule.has_test_split()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from)
     except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit

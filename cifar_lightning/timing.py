@@ -1,7 +1,8 @@
 """Wall-clock awareness: a run that says what it will cost, and a schedule that fits a time budget.
 
-- ``estimate_seconds`` turns a few measured training steps into the wall time of the whole run (fit with its
-  validations and TTA, then test); ``callbacks.RunSummary`` prints it and records it in ``results.json``.
+- ``CostReport`` prints what the run computes on, and after a few training steps (timed as they run) what the whole
+  run will cost (``estimate_seconds``: fit with its validations and TTA, then test); ``callbacks.RunSummary``
+  records both in ``results.json``.
 - ``TimeBudget`` makes the recipe follow the clock: warm-up, decay, lookahead and the final TTA evaluation are driven
   by the fraction of the budget used instead of the step count, so any machine, fast or slow, ends on a fully
   annealed model when the budget ends, evaluation included. (Lightning's ``max_time`` stops a run mid-schedule.)
@@ -18,9 +19,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
-# Evaluating one view of an image costs about a third of training on it (no backward pass, which is ~2 forwards):
-# measured 2.8x on the CNN and 2.9x on the MLP on a 2-core CPU (benchmarks/throughput.py).
+from cifar_lightning.constants import TEST_SIZE
+from cifar_lightning.hardware import describe, hardware_info
+
+# Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
+# forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
 EVAL_COST_PER_VIEW = 1 / 3
 TTA_VIEWS = {0: 1, 1: 2, 2: 6}  # forward passes per image at each tta_level (augment.tta_logits)
 
@@ -147,3 +152,120 @@ def _same_on_every_rank(trainer: L.Trainer, decision: tuple[float, bool]) -> tup
     if trainer.world_size == 1:
         return decision
     return trainer.strategy.broadcast(decision, src=0)
+
+
+class CostReport(L.Callback):
+    """Says what the run computes on and what it will cost, and keeps a ``TimeBudget``'s tail estimate current.
+
+    At setup: the hardware line (``hardware.describe``). Training steps ``warmup_steps`` to ``warmup_steps +
+    measured_steps`` are timed as they run (no extra pass); one line then projects the wall time of the whole run,
+    or, under a time budget, how many epochs the budget fits. ``record`` holds ``hardware``, ``estimate`` and
+    ``time_budget_minutes`` for ``results.json``.
+
+    Args:
+        test_follows: a test on the data's test split comes after fit (``train.py`` without a subcommand sets it);
+            the estimate, and a budget's reserve, then include it.
+        long_run_minutes: on a CPU, a projected run longer than this prints the faster options.
+    """
+
+    warmup_steps, measured_steps = 1, 3  # the first step pays for whitening, allocation and kernel selection
+
+    def __init__(self, test_follows: bool = False, long_run_minutes: float = 15.0) -> None:
+        self.test_follows, self.long_run_minutes = test_follows, long_run_minutes
+        self.record: dict[str, Any] = {}
+        self._step_end = self._val_start = self._fit_start = 0.0
+        self._step_times: list[float] = []
+        self._batch = 1  # training images per step, over all ranks
+        self._seconds_per_image: float | None = None  # one training image, measured
+        self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
+
+    @staticmethod
+    def of(trainer: L.Trainer | None) -> CostReport | None:
+        found = [c for c in trainer.callbacks if isinstance(c, CostReport)] if trainer is not None else []  # type: ignore[attr-defined]
+        return found[0] if found else None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if "hardware" in self.record:  # once per run: fit and its test share the machine
+            return
+        device, precision = trainer.strategy.root_device.type, str(trainer.precision)
+        self.record["hardware"] = hardware_info(device, precision)
+        rank_zero_info(describe(device, precision))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        budget = TimeBudget.of(trainer)
+        self.record["time_budget_minutes"] = budget.seconds / 60 if budget else None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step_end = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if len(self._step_times) < self.measured_steps and batch_idx >= self.warmup_steps:
+            self._step_times.append(now - self._step_end)
+            if len(self._step_times) == self.measured_steps:
+                self._batch = len(batch[1]) * trainer.world_size
+                self._seconds_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
+                self._project(trainer, pl_module)
+        self._step_end = now
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.training or trainer.sanity_checking:
+            return
+        seconds = time.perf_counter() - self._val_start
+        self._step_end += seconds  # a step's time excludes the validation inside it
+        budget = TimeBudget.of(trainer)
+        if budget is not None and not budget.final:  # a single-view validation: measure evaluation speed
+            self._eval_per_view = seconds / max(1, self._val_images(trainer))
+            budget.tail = self._tail_seconds(trainer, pl_module)
+
+    def _val_images(self, trainer: L.Trainer) -> int:
+        return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
+
+    def _views(self, pl_module: L.LightningModule) -> int:
+        return TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1)
+
+    def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        """The final TTA validation and the test, from the measured evaluation (or training) speed."""
+        per_view = self._eval_per_view or (self._seconds_per_image or 0.0) * EVAL_COST_PER_VIEW
+        test = TEST_SIZE if self.test_follows else 0
+        return per_view * self._views(pl_module) * (self._val_images(trainer) + test)
+
+    def _project(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Prints and records the projected wall time of the run, or the epochs a time budget fits."""
+        assert self._seconds_per_image is not None
+        speed = f"{1 / self._seconds_per_image:,.0f} training images/s"
+        if budget := TimeBudget.of(trainer):
+            budget.tail = self._tail_seconds(trainer, pl_module)
+            images = (budget.window() - budget.elapsed()) / self._seconds_per_image
+            epochs = trainer.current_epoch + images / max(1, trainer.num_training_batches * self._batch)
+            rank_zero_info(f"Time budget {format_duration(budget.seconds)}: at {speed} the schedule fits about "
+                           f"{epochs:.1f} epochs, then evaluates.")  # fmt: skip
+            self.record["estimate"] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
+            return
+        work = Workload(
+            train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * self._batch,
+            val_images_per_check=self._val_images(trainer), tta_views=self._views(pl_module),
+            val_checks=(trainer.max_epochs or 1) - trainer.current_epoch,
+            test_images=TEST_SIZE if self.test_follows else 0, seconds_per_train_image=self._seconds_per_image,
+        )  # fmt: skip
+        cost = estimate_seconds(work)
+        total = seconds_since_process_start() + cost["fit"] + cost["test"]
+        fit = time.perf_counter() - self._fit_start + cost["fit"]
+        test = f", test {format_duration(cost['test'])}" if self.test_follows else ""
+        rank_zero_info(
+            f"Estimated: {format_duration(total)} start to exit ({speed}; fit {format_duration(fit)}{test})."
+        )
+        if trainer.strategy.root_device.type == "cpu" and total > 60 * self.long_run_minutes:
+            rank_zero_info(
+                f"That is long for a CPU. `--time_budget {self.long_run_minutes:g}` fits this recipe into "
+                f"{self.long_run_minutes:g} minutes (fewer epochs, still annealed); for the CNN, `--model cnn_fast` is "
+                "the recipe made for CPUs without native bf16."
+            )
+        self.record["estimate"] = {"fit_seconds": round(fit, 2), "test_seconds": round(cost["test"], 2),
+                                   "wall_seconds": round(total, 1), "at_step": trainer.global_step}  # fmt: skip
