@@ -277,7 +277,14 @@ class MLPClassifier(CIFAR10Classifier):
             num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
             bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
         )  # fmt: skip
-        self.net = MLP(num_classes, hidden_sizes, drop_rate, whiten, whiten_eps, whiten_dim)
+        self.net = MLP(
+            num_classes=num_classes,
+            hidden_sizes=hidden_sizes,
+            drop_rate=drop_rate,
+            whiten=whiten,
+            whiten_eps=whiten_eps,
+            whiten_dim=whiten_dim,
+        )
 
 
 class CNNClassifier(CIFAR10Classifier):
