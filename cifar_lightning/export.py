@@ -66,7 +66,7 @@ def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[s
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(_portable(net), (example,), dynamic_shapes=({0: batch},))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch warns about any name not ending in .pt2
     torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(_metadata(classes, extra))})
     tmp.replace(path)  # never leave a half-written model behind
     return path
