@@ -65,17 +65,17 @@ def fast_bf16(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16())
 
 
+def uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def default_precision(accelerator: str) -> DefaultPrecision:
     """bf16-mixed where the hardware runs bf16 natively (recent GPUs, AVX512-BF16/AMX CPUs), else 32-true."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if uses_cuda(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     if accelerator in ("auto", "cpu"):
         return "bf16-mixed" if cpu_supports_bf16() else "32-true"
     return "32-true"
-
-
-def uses_cuda(accelerator: str) -> bool:
-    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def runs_natively(accelerator: str, precision: str) -> bool:
@@ -104,9 +104,11 @@ def hardware_info(accelerator: str, precision: str) -> dict[str, Any]:
     return info
 
 
-def describe(accelerator: str, precision: str) -> str:
-    """One line: where the run computes, in which precision, whether natively, and on how many threads."""
-    info = hardware_info(accelerator, precision)
+def describe(accelerator: str, precision: str, info: dict[str, Any] | None = None) -> str:
+    """One line: where the run computes, in which precision, whether natively, and on how many threads.
+
+    ``info`` is ``hardware_info(accelerator, precision)`` where the caller has it already."""
+    info = info or hardware_info(accelerator, precision)
     device = f"GPU {info['gpu']}" if info["gpu"] else f"CPU {info['cpu']} ({', '.join(info['cpu_flags']) or '-'})"
     native = "native" if info["precision_native"] else "not native here: emulated, slow"
     capped_isa = "avx512f" in info["cpu_flags"] and (info["cpu_kernels"] != "AVX512" or "onednn_max_cpu_isa" in info)

@@ -72,8 +72,9 @@ class TimeBudget(L.Callback):
     share of the training window used so far, where the window is the budget less what the final TTA validation and
     the test are estimated to cost (from the measured speed). The step that brings ``progress`` to 1 is the last:
     ``final`` is set, lookahead copies its average in, and the validation that follows uses TTA. The epoch count is
-    ignored (``max_epochs`` becomes unlimited). The clock starts with the process; a resumed run carries the time
-    its earlier part used (saved in the checkpoint).
+    ignored (``max_epochs`` becomes unlimited). The clock starts with the process (``from_process_start``, as
+    ``train.py`` sets it) or with this object; a resumed run carries the time its earlier part used (saved in the
+    checkpoint).
 
     Args:
         minutes: the whole run's wall time, start to exit.
@@ -189,7 +190,7 @@ class CostReport(L.Callback):
             return
         device, precision = trainer.strategy.root_device.type, str(trainer.precision)
         self.record["hardware"] = hardware_info(device, precision)
-        rank_zero_info(describe(device, precision))
+        rank_zero_info(describe(device, precision, self.record["hardware"]))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
