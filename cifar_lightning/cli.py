@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,24 +28,30 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from cifar_lightning import sources
 from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.faults import AtomicCheckpointIO, GracefulStop, check_checkpoint, find_last_checkpoint
+from cifar_lightning.faults import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    check_checkpoint,
+    find_last_checkpoint,
+    nothing_to_resume,
+    read_checkpoint,
+)
 from cifar_lightning.hardware import default_precision
 from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.sources import DataError
 from cifar_lightning.timing import CostReport, TimeBudget
+from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run this script
 
 
-class UsageError(ValueError):
-    """A command-line mistake; main() prints the message and exits with status 2."""
-
-
 def config_dirs() -> list[Path]:
-    """Where ``--model NAME`` looks: ./configs first, then the configs/ folder next to this package."""
-    return [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+    """Where ``--model NAME`` looks: ./configs first, then the configs the package ships (``cifar_lightning/configs``
+    in a wheel, the repository's ``configs/`` in a source checkout or editable install)."""
+    package = Path(__file__).resolve().parent
+    return [Path.cwd() / "configs", package / "configs", package.parent / "configs"]
 
 
 def available_configs() -> list[str]:
@@ -59,8 +66,10 @@ def expand_model_flag(argv: list[str]) -> list[str]:
     out, configs, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--model" and i + 1 == len(argv):
+            raise UsageError(f"--model needs a name. Valid names: {', '.join(available_configs())} (configs/*.yaml).")
         name = arg.split("=", 1)[1] if arg.startswith("--model=") else argv[i + 1] if arg == "--model" else None
-        if name is None or name[:1] in "{[" or "." in name or name[:1].isupper() or i + 1 > len(argv):
+        if name is None or name[:1] in "{[" or "." in name or name[:1].isupper():
             out.append(arg)
             i += 1
             continue
@@ -95,6 +104,7 @@ class CIFARCLI(LightningCLI):
         self.exit_code = 0
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
+            parser_class=BriefParser,
             trainer_defaults={
                 "default_root_dir": "runs",
                 "callbacks": [GracefulStop(), CostReport(), RunSummary(), RunFigures(), ExportBest()],
@@ -121,6 +131,22 @@ class CIFARCLI(LightningCLI):
             "and evaluated within them, whatever the epoch count says.",
         )  # fmt: skip
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses, then checks a subcommand's ``--ckpt_path`` file: LightningCLI reads its hyperparameters next, and a
+        damaged file would end there in a raw traceback."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        seed = cfg.get("seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed < 2**32:
+            raise UsageError(f"--seed_everything must be in 0 .. 2**32 - 1 (or true for a random one), got {seed}.")
+        ckpt = cfg.get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not str(ckpt).startswith("registry:"):
+            try:
+                read_checkpoint(Path(ckpt).expanduser())
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
@@ -142,7 +168,7 @@ class CIFARCLI(LightningCLI):
         except UsageError:
             raise
         except (ValueError, MisconfigurationException) as err:
-            raise UsageError(f"invalid configuration: {err}") from None
+            raise UsageError(f"invalid configuration: {brief_error(str(err), [])}") from None
 
     def resolve_checkpoint(self, root: Path, model_name: str) -> tuple[str | None, str | None, int | None]:
         """The checked ``--ckpt_path`` (``last`` resolved) and, when fit resumes a run under ``root``, its run id and
@@ -161,15 +187,24 @@ class CIFARCLI(LightningCLI):
             ckpt = str(found)
         path = Path(ckpt).expanduser()
         try:
-            step = check_checkpoint(path, self.model)
+            checkpoint = check_checkpoint(path, self.model)
         except ValueError as err:
             raise UsageError(str(err)) from None
         in_run = (
             path.parent.name == "checkpoints" and path.parent.parent.parent.resolve() == (root / model_name).resolve()
         )
         if in_run and self.subcommand in (None, "fit"):
-            return str(path), path.parent.parent.name, step
+            self.refuse_finished(path.parent.parent, checkpoint)
+            return str(path), path.parent.parent.name, int(checkpoint.get("global_step", 0))
         return str(path), None, None
+
+    def refuse_finished(self, run: Path, checkpoint: dict[str, Any]) -> None:
+        """``NothingToDo`` when resuming ``run`` from ``checkpoint`` would train nothing: its results stay as they
+        are (a requeued cluster job that always passes ``--ckpt_path last`` ends at once)."""
+        trainer = self._cfg().trainer
+        limits = (trainer.max_epochs, trainer.max_steps, self._cfg().get("time_budget"))
+        if message := nothing_to_resume(run, checkpoint, *limits):
+            raise NothingToDo(message)
 
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
         """Best-by-val/acc plus last.ckpt every epoch, and last.ckpt again at the intervals the flags ask for."""
@@ -196,7 +231,8 @@ class CIFARCLI(LightningCLI):
         self.resume_from = ckpt
         run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
         callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
-        callbacks += self.checkpoint_callbacks()
+        smoke_test = bool(cfg.trainer.fast_dev_run)  # Lightning logs nothing then; this writes nothing either
+        callbacks += [] if smoke_test else self.checkpoint_callbacks()
         if cfg.get("time_budget"):
             callbacks.append(TimeBudget(cfg.time_budget, from_process_start=True))
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):
@@ -204,9 +240,10 @@ class CIFARCLI(LightningCLI):
         if cfg.trainer.logger is None or cfg.trainer.logger is True:
             # CSVLogger first: trainer.log_dir, where config.yaml, checkpoints/ and results.json go, is its folder.
             csv_logger = RunCSVLogger(root, name=model_name, version=run_id, resume_step=resume_step)
-            _ = csv_logger.experiment  # create the folder now, before SaveConfigCallback writes config.yaml into it
+            if not smoke_test:  # create the folder now, before SaveConfigCallback writes config.yaml into it
+                _ = csv_logger.experiment
             loggers: list[Logger] = [csv_logger]
-            if cfg.wandb:
+            if cfg.wandb and not smoke_test:
                 source = sources.find_source(self.datamodule.data_dir) or "download"
                 tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
                 run_dir = root / model_name / run_id
@@ -259,10 +296,13 @@ def fit_and_test(cli: CIFARCLI) -> None:
         cli.exit_code = 1
         return
     if datamodule.has_test_split():
-        best = getattr(
-            trainer.checkpoint_callback, "best_model_path", ""
-        )  # the val/acc checkpoint, not an interval one
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or "best")
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")  # the val/acc one, not an interval one
+        if not best:  # no validation ran (val_split 0, max_steps within an epoch, fast_dev_run): no best to test
+            rank_zero_info("No best checkpoint (no validation ran): testing the weights training ended with.")
+        try:
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        except SystemExit as stop:  # Ctrl-C during the test: training is done and its results are kept
+            cli.exit_code = stop_code(trainer, stop)
     else:
         rank_zero_info(
             f"{datamodule.data_dir} has no test split: reporting validation only "
@@ -278,7 +318,10 @@ def main(args: list[str] | None = None) -> int:
     try:
         argv = expand_model_flag(argv)
         run = bool(argv) and argv[0] in SUBCOMMANDS
-        cli = CIFARCLI(argv, run=run)
+        with warnings.catch_warnings():
+            # LightningCLI warns when given `args` while sys.argv has arguments: passing the expanded argv is the point
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
+            cli = CIFARCLI(argv, run=run)
         if not run:
             fit_and_test(cli)
         code = cli.exit_code
@@ -287,6 +330,9 @@ def main(args: list[str] | None = None) -> int:
         code = 2
     except DivergedError as err:
         print(f"error: {err}", file=sys.stderr)
+    except NothingToDo as done:
+        print(done)
+        code = 0
     finally:
         if cli is not None:
             finish_wandb(cli.trainer, code)

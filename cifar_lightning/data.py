@@ -117,7 +117,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding_mode: fill of the pixels a translation shifts in, as torchvision's ``padding_mode``:
             ``"constant"`` (zeros, torchvision's default) or ``"reflect"`` (mirrored border, as airbench).
         pin_memory: page-locked batches for faster host-to-GPU copies (ignored without CUDA).
-        drop_last: drop the last incomplete training batch.
+        drop_last: drop the last incomplete training batch (a last batch of one image is always dropped).
         download: fetch the official archive with torchvision when ``data_dir`` holds no data.
         cache_dir: where decoded splits are cached; default ``data_dir/.cache``, or a per-user cache folder when
             ``data_dir`` is read-only.
@@ -206,7 +206,9 @@ class CIFAR10DataModule(L.LightningDataModule):
                 f"on. Use a count below {n} or a fraction below 1."
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        # Validation keeps the random order: image folders are read class by class, so a sorted split would make any
+        # partial validation (limit_val_batches, a sanity check) a sample of the first classes only.
+        val_idx, train_idx = order[:n_val], order[n_val:].sort().values
         return _InMemory(images[train_idx], labels[train_idx]), _InMemory(images[val_idx], labels[val_idx])
 
     # ---- loaders ----
@@ -221,8 +223,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         if data is None:
             raise RuntimeError("No data for this loader: call setup() with the matching stage first.")
         rank, world = self._rank_and_world()
+        # A training batch of one image is dropped whatever drop_last says: batch norm cannot normalize it.
+        drop = train and (self.drop_last or (len(data) // world) % self.batch_size == 1)
         sampler = ShardedBatchSampler(
-            data, self.batch_size, shuffle=train, drop_last=train and self.drop_last, even=train, seed=self.seed,
+            data, self.batch_size, shuffle=train, drop_last=drop, even=train, seed=self.seed,
             rank=rank, world_size=world, alternate_flip=train and self.augment and self.alternate_flip,
         )  # fmt: skip
         return DataLoader(

@@ -4,11 +4,13 @@
   renames it over the target, so a kill at any moment leaves the previous checkpoint whole.
 - ``GracefulStop`` turns Ctrl-C into what Lightning does on SIGTERM (finish the current step on every rank, then
   stop), and on either signal saves ``checkpoints/last.ckpt`` before the run ends.
-- ``find_last_checkpoint`` and ``check_checkpoint`` serve ``train.py --ckpt_path``.
+- ``find_last_checkpoint``, ``read_checkpoint``, ``check_checkpoint`` and ``fit_finished`` serve
+  ``train.py --ckpt_path``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import zipfile
@@ -22,6 +24,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cifar_lightning.runs import RESULTS_FILE
 
 LAST = "last.ckpt"
 
@@ -104,7 +108,10 @@ class GracefulStop(L.Callback):
             path = str(Path(callback.dirpath) / LAST)
             trainer.save_checkpoint(path)  # every rank calls it: the strategy decides who writes
             self.checkpoint = path
-        rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")
+        if trainer.state.fn == "fit":
+            rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")
+        else:  # nothing to resume: evaluation starts over from its checkpoint
+            rank_zero_info(f"Stopped by {self.signal_name} during {trainer.state.fn}; rerun the command to redo it.")
 
     @staticmethod
     def of(trainer: L.Trainer) -> GracefulStop | None:
@@ -123,9 +130,8 @@ def find_last_checkpoint(run_root: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def check_checkpoint(path: Path, model: torch.nn.Module) -> int:
-    """The checkpoint's global step; ``ValueError`` with what to do when ``path`` is not a readable Lightning
-    checkpoint of ``model``."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``; ``ValueError`` with what to do when it is not a readable Lightning checkpoint."""
     if not path.is_file():
         raise ValueError(f"--ckpt_path {path}: no such file. Pass a .ckpt from a run's checkpoints/ folder, or last.")
     if not zipfile.is_zipfile(path):
@@ -134,11 +140,17 @@ def check_checkpoint(path: Path, model: torch.nn.Module) -> int:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"--ckpt_path {path} could not be read ({type(err).__name__}): it is damaged.") from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(f"--ckpt_path {path} holds no Lightning state_dict: it was not written by a Lightning run.")
+    return checkpoint
+
+
+def check_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """The checkpoint at ``path``; ``ValueError`` with what to do when it is unreadable or holds other weights than
+    ``model``'s."""
+    checkpoint = read_checkpoint(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     if found != expected:
         differing = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
         saved_by = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model")
@@ -147,4 +159,61 @@ def check_checkpoint(path: Path, model: torch.nn.Module) -> int:
             f"({type(model).__name__}; first difference: {differing[0]}). Pass a checkpoint of the same model and "
             "settings (--model, --model.widths, ...)."
         )
-    return int(checkpoint.get("global_step", 0))
+    return checkpoint
+
+
+def completed_epochs(checkpoint: dict[str, Any]) -> int:
+    """Training epochs the checkpoint has finished (Lightning's fit-loop progress)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("completed", checkpoint.get("epoch", 0)))
+
+
+def fit_finished(
+    checkpoint: dict[str, Any], results: dict[str, Any] | None, max_epochs: int | None, max_steps: int | None,
+    time_budget: float | None,
+) -> bool:  # fmt: skip
+    """Whether resuming from ``checkpoint`` would train nothing: its run's fit ended normally at this very checkpoint
+    (``results``, the run's results.json, says so) and the stopping point asked for now is no later than then.
+
+    Lightning would otherwise restore the finished loop, train zero steps and run the end-of-fit hooks again, which
+    overwrote the run's results with empty ones.
+    """
+    step = int(checkpoint.get("global_step", 0))
+    ended_here = (
+        results is not None and results.get("interrupted") is None and results.get("train_seconds") is not None
+        and results.get("global_step") == step
+    )  # fmt: skip
+    if not ended_here or results is None:
+        return False
+    if max_steps is not None and max_steps >= 0:
+        return step >= max_steps
+    if time_budget is not None and results.get("time_budget_minutes") is not None:
+        return time_budget <= results["time_budget_minutes"]
+    epochs = 1000 if max_epochs is None else max_epochs  # Lightning's default when neither limit is set
+    return epochs != -1 and completed_epochs(checkpoint) >= epochs
+
+
+def nothing_to_resume(
+    run: Path, checkpoint: dict[str, Any], max_epochs: int | None, max_steps: int | None, time_budget: float | None
+) -> str | None:
+    """What to tell the user when resuming ``run`` (a run folder) from ``checkpoint`` would train nothing, else
+    None (``fit_finished`` decides, from the run's results.json)."""
+    path = run / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # unreadable results: the resume rewrites them
+    if results is None or not fit_finished(checkpoint, results, max_epochs, max_steps, time_budget):
+        return None
+    if (test := results.get("test/acc")) is not None:
+        tested = f", test/acc {test:.4f}"
+    else:
+        tested = (
+            f"; not tested: python train.py test --model {run.parent.name} --data.data_dir {results.get('data_dir')} "
+            f"--ckpt_path {results.get('best_checkpoint')}"
+        )
+    return (
+        f"Nothing to resume: run {run} finished training at step {checkpoint.get('global_step')} "
+        f"(val/acc_best {results.get('val/acc_best')}{tested}). Its results are left as they are. To train it "
+        "longer, raise --trainer.max_epochs (or --time_budget); to start over, leave out --ckpt_path."
+    )

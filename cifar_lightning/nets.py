@@ -14,6 +14,19 @@ from torch import Tensor, nn
 from cifar_lightning.constants import IMAGE_SHAPE, NUM_CLASSES
 
 
+def check_sizes(name: str, sizes: Sequence[int], drop_rate: float, num_classes: int) -> None:
+    """``ValueError`` naming every bad size or rate with its value, before a layer is built from it."""
+    problems = []
+    if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in sizes):
+        problems.append(f"{name} must be positive integers, got {list(sizes)}")
+    if not 0 <= drop_rate < 1:
+        problems.append(f"drop_rate must be in [0, 1), got {drop_rate}")
+    if num_classes < 2:
+        problems.append(f"num_classes must be at least 2, got {num_classes}")
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
+
+
 class MLP(nn.Module):
     """The "basic ANN": flattened pixels through fully connected layers, no convolutions.
 
@@ -53,6 +66,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         width = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+        check_sizes("hidden_sizes", hidden_sizes, drop_rate, num_classes)
         if whiten_dim is not None and not 0 < whiten_dim <= width:
             raise ValueError(f"whiten_dim must be between 1 and {width} (or None for ZCA), got {whiten_dim}.")
         self.whiten, self.whiten_eps, self.whiten_dim = whiten, whiten_eps, whiten_dim
@@ -168,6 +182,7 @@ class CNN(nn.Module):
         super().__init__()
         if len(widths) < 1:
             raise ValueError(f"widths needs at least one block width, got {list(widths)}.")
+        check_sizes("widths", widths, drop_rate, num_classes)
         stem_width = 2 * IMAGE_SHAPE[0] * 2 * 2
         self.stem = nn.Conv2d(IMAGE_SHAPE[0], stem_width, 2, bias=True)
         self.whiten = whiten

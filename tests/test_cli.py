@@ -163,25 +163,54 @@ def test_diverging_loss_stops_at_once_with_the_step(
         ("--data.batch_size", "0", "batch_size must be a positive integer, got 0"),
         ("--data.val_split", "-5", "val_split as a count must be >= 0"),
         ("--trainer.accelerator", "quantum", "invalid accelerator name"),
+        ("--seed_everything", "-1", "--seed_everything must be in 0 .. 2**32 - 1"),
+        ("--model.hidden_sizes", "[64, 0]", "hidden_sizes must be positive integers, got [64, 0]"),
+        ("--model.drop_rate", "1.5", "drop_rate must be in [0, 1), got 1.5"),
+        ("--model.lrr", "0.1", "Option 'lrr' is not accepted (did you mean: lr?)"),
+        ("--trainr.max_epochs", "2", "--trainr.max_epochs 2 (did you mean: --trainer.max_epochs,"),
+        ("--model", None, "--model needs a name. Valid names: cnn"),
     ],
 )
 def test_bad_values_fail_before_training_with_one_message(
-    flag: str, value: str, message: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    flag: str, value: str | None, message: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
-    if flag in args:
+    if value is None:
+        args.append(flag)  # the flag last, without its value
+    elif flag in args:
         args[args.index(flag) + 1] = value
     else:
         args += [flag, value]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and message in err and "Traceback" not in err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line, not the usage
     assert not list((tmp_path / "runs").rglob("*.*"))  # no run folder, config or checkpoint left behind
 
 
-def test_unknown_precision_is_rejected_by_the_parser(folder_dir: Path, tmp_path: Path) -> None:
+def test_unknown_precision_is_rejected_by_the_parser(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
     args[args.index("--trainer.precision") + 1] = "fp7"
-    with pytest.raises(SystemExit) as exit_:  # jsonargparse prints the valid choices and exits with status 2
-        main(args)
-    assert exit_.value.code == 2 and not (tmp_path / "runs").exists()
+    assert main(args) == 2
+    assert "'bf16-mixed'" in capsys.readouterr().err and not (tmp_path / "runs").exists()  # the valid choices
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--data.val_split", "0"], ["--trainer.max_epochs", "-1", "--trainer.max_steps", "3"],
+     ["--trainer.fast_dev_run", "true"]],
+)  # fmt: skip
+def test_runs_without_a_validation_test_their_last_weights(
+    flags: list[str], folder_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "runs"
+    args = tiny_args(folder_dir, out, "mlp")
+    assert main([*args, *flags]) == 0
+    assert "testing the weights training ended with" in caplog.text
+    if "--trainer.fast_dev_run" in flags:  # a smoke test: Lightning logs nothing, and nothing is written
+        assert not out.exists() or not list(out.rglob("*.*"))
+    else:
+        [run] = run_dirs(out)
+        assert json.loads((run / "results.json").read_text())["test/acc"] is not None

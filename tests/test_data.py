@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import make_images, write_batches, write_folder
+from conftest import make_images, tiny_args, write_batches, write_folder
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, sources
 from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
+from cifar_lightning.cli import main
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
 from cifar_lightning.data import ShardedBatchSampler, _InMemory
 
@@ -119,6 +120,23 @@ def test_split_is_seeded_and_disjoint(batches_dir: Path) -> None:
 
     np.testing.assert_array_equal(val_images(1), val_images(1))
     assert not np.array_equal(val_images(1), val_images(2))
+
+
+def test_validation_order_mixes_classes_for_partial_validation(folder_dir: Path) -> None:
+    # image folders are read class by class; a partial validation must still see every kind of image
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=20, batch_size=10)
+    dm.setup("fit")
+    labels = torch.cat([y for _, y in dm.val_dataloader()]).tolist()
+    assert labels != sorted(labels) and len(set(labels[:10])) > len(set(sorted(labels)[:10]))
+
+
+def test_a_last_training_batch_of_one_image_is_dropped(folder_dir: Path, tmp_path: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=19, batch_size=16)  # 81 training images
+    dm.setup("fit")
+    assert [len(y) for _, y in dm.train_dataloader()] == [16] * 5
+    args = tiny_args(folder_dir, tmp_path, "cnn")  # batch norm in training mode fails on a batch of one
+    args[args.index("--data.val_split") + 1] = "19"
+    assert main(args) == 0
 
 
 def test_loader_yields_uint8_batches_without_a_trainer(batches_dir: Path) -> None:

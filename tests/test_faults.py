@@ -155,6 +155,63 @@ def test_bad_ckpt_path_is_one_clear_message(
     assert run_dirs(out) == [first]  # nothing written
 
 
+def test_resuming_a_finished_run_changes_nothing_and_more_epochs_train_on(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    args = tiny_args(folder_dir, out, "mlp", epochs=2)
+    assert main(args) == 0
+    [run] = run_dirs(out)
+    kept = {path: path.read_bytes() for path in (run / "results.json", run / "metrics.csv", run / "model.pt2")}
+    capsys.readouterr()
+    assert main([*args, "--ckpt_path", "last"]) == 0  # a requeued cluster job that always passes it
+    assert "Nothing to resume" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in kept} == kept and run_dirs(out) == [run]
+
+    assert main([*tiny_args(folder_dir, out, "mlp", epochs=3), "--ckpt_path", "last"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["global_step"] == 3 * STEPS_PER_EPOCH and results["val/acc_best"] is not None
+    assert run_dirs(out) == [run]
+
+
+def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    args = tiny_args(folder_dir, out, "mlp")
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main([*args, "--trainer.callbacks+=probes.InterruptTest"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C from a KeyboardInterrupt on
+    printed = capsys.readouterr()
+    assert "--ckpt_path last" not in printed.out + printed.err  # a resume cannot redo a test
+    [run] = run_dirs(out)
+    results = json.loads((run / "results.json").read_text())
+    assert results["val/acc_best"] is not None and results["train_seconds"] is not None
+    assert results["interrupted"] is None and results["test/acc"] is None
+    assert main([*args, "--ckpt_path", "last"]) == 0
+    assert "not tested" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
+    kind: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.ckpt"
+    out = tmp_path / "runs"
+    if kind == "truncated":
+        assert main(tiny_args(folder_dir, out, "mlp")) == 0
+        good = run_dirs(out)[0] / "checkpoints" / "last.ckpt"
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    else:
+        bad.write_bytes(b"\x00" * 1000)
+    capsys.readouterr()
+    assert main(["test", *tiny_args(folder_dir, out, "mlp"), "--ckpt_path", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --ckpt_path {bad} is not a PyTorch checkpoint (damaged or truncated, or another format)."
+
+
 def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path, tmp_path: Path) -> None:
     args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=2), "--model.tta_level", "0"]
     args[args.index("--wandb") + 1] = "true"

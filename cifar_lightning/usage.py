@@ -1,0 +1,84 @@
+"""Command-line mistakes said briefly: what was not accepted, with the value, and the nearest valid names.
+
+jsonargparse answers a misspelt flag with the whole usage (about 50 lines) and the failed attempt at every member of
+a Union (``Expected a <class 'NoneType'>``, ``Given value: Namespace(...)``); a user needs two lines of that.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from typing import Any, NoReturn
+
+from jsonargparse import ArgumentParser
+from lightning.pytorch.cli import LightningArgumentParser
+
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes: [",
+    "Errors:",
+    "Expected a <class 'NoneType'>",
+    "Given value type:",
+    "Given value:",
+    "Problem with given class_path",
+)
+
+
+class UsageError(ValueError):
+    """A command-line mistake; main() prints the message and exits with status 2."""
+
+
+class NothingToDo(Exception):
+    """The command asks for work that is already done; main() prints the message and exits with status 0."""
+
+
+def init_arguments(class_path: str) -> list[str]:
+    """The keyword arguments of the class at ``class_path`` (empty when it cannot be imported)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+
+
+def nearest(word: str, names: list[str]) -> str:
+    """`` (did you mean: a, b?)`` for the names close to ``word``, else an empty string."""
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def brief_error(message: str, options: list[str]) -> str:
+    """``message`` from jsonargparse without its noise, with close matches for a name it did not accept.
+
+    Args:
+        message: jsonargparse's error text.
+        options: the parser's option strings (``--trainer.max_epochs``, ...), for an unrecognized flag.
+    """
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(_NOISE)]
+    text = " ".join(kept).replace('Parser key "', 'in "')
+    if found := re.search(r"Option '([^']+)' is not accepted", message):
+        path = re.search(r"class_path '([\w.]+)'", message)
+        text += nearest(found.group(1), init_arguments(path.group(1)) if path else [])
+    elif found := re.search(r"unrecognized arguments: (--[\w.-]+)", message, re.IGNORECASE):
+        text += nearest(found.group(1).split("=")[0], options)
+    return text + " Run train.py --help for every option."
+
+
+class BriefParser(LightningArgumentParser):
+    """LightningCLI's parser, raising ``UsageError`` with ``brief_error``'s text instead of printing the usage."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse is trying alternatives and will catch this
+            super().error(message, ex)
+        options = [s for parser in _parsers(self) for s in parser._option_string_actions]
+        raise UsageError(brief_error(message, options))
+
+
+def _parsers(parser: ArgumentParser) -> list[Any]:
+    """The parser and its subcommand parsers (whose options a mistake under ``fit``/``test`` refers to)."""
+    subcommands = getattr(parser, "_subcommands_action", None)
+    return [parser, *(getattr(subcommands, "_name_parser_map", {}) or {}).values()]
