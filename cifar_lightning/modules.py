@@ -175,6 +175,12 @@ class CIFAR10Classifier(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=-1)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lookahead"] = self.lookahead.state_dict()  # else a resumed run would restart the average
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
+
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's accuracy
         if getattr(self.net, "whiten", False) and not self.net.whitened:

@@ -156,7 +156,7 @@ class Lookahead:
     ``decay`` grows as ``0.95**5 * progress**3`` (``progress``: the share of training done, ``step / total`` or a
     time budget's): no averaging early, when the weights move fast, and strong averaging at the end; the ``final``
     step copies the slow weights in, so the run ends on them. Batch-norm statistics are averaged too. The slow copy
-    is not checkpointed: a resumed run restarts it from the current weights.
+    travels in checkpoints (``state_dict``), so a resumed run continues the same average.
     """
 
     def __init__(self, every: int = 5) -> None:
@@ -175,5 +175,13 @@ class Lookahead:
         if not self.slow:
             self.slow = {k: v.detach().clone() for k, v in state.items()}
         for key, fast in state.items():
+            if self.slow[key].device != fast.device:  # restored from a checkpoint, which loads onto the CPU
+                self.slow[key] = self.slow[key].to(fast.device)
             self.slow[key].lerp_(fast, 1 - decay)
             fast.copy_(self.slow[key])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return dict(self.slow)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.slow = dict(state)

@@ -215,6 +215,33 @@ def test_bias_lr_scale_and_lookahead(batches_dir: Path, tmp_path: Path) -> None:
             torch.testing.assert_close(value, model.lookahead.slow[key], atol=0, rtol=0)
 
 
+class _SaveAt(L.Callback):
+    """Saves a checkpoint after ``step`` steps and keeps a copy of the lookahead state it holds."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self.path, self.step = path, step
+        self.slow: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            assert isinstance(pl_module, CIFAR10Classifier)
+            self.slow = {k: v.clone() for k, v in pl_module.lookahead.slow.items()}
+
+
+def test_lookahead_slow_weights_travel_in_the_checkpoint(batches_dir: Path, tmp_path: Path) -> None:
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
+    model = MLPClassifier(hidden_sizes=(32,), lookahead=True, whiten=False)
+    saver = _SaveAt(tmp_path / "mid.ckpt", step=7)  # 2 steps after lookahead's step 5: slow and fast differ
+    tiny_trainer(tmp_path, epochs=2, callbacks=[saver]).fit(model, datamodule=dm)
+    restored = MLPClassifier.load_from_checkpoint(tmp_path / "mid.ckpt", weights_only=True)
+    assert restored.lookahead.slow.keys() == saver.slow.keys() and saver.slow
+    for key, slow in saver.slow.items():
+        torch.testing.assert_close(restored.lookahead.slow[key], slow, atol=0, rtol=0)
+    fast = restored.net.state_dict()
+    assert any(not torch.equal(fast[key], slow) for key, slow in saver.slow.items())  # state worth keeping
+
+
 def test_fit_validates_with_tta_only_in_its_last_epoch(batches_dir: Path, tmp_path: Path) -> None:
     model = MODELS["cnn"](tta_level=2)
     calls: list[tuple[str, int]] = []  # (trainer function, epoch) of every TTA evaluation
