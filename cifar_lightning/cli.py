@@ -21,7 +21,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -30,6 +30,7 @@ from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
     AtomicCheckpointIO,
+    CheckpointWriteError,
     GracefulStop,
     check_checkpoint,
     find_last_checkpoint,
@@ -39,6 +40,7 @@ from cifar_lightning.faults import (
 from cifar_lightning.hardware import default_precision
 from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
+from cifar_lightning.predict import PredictionWriter
 from cifar_lightning.sources import DataError
 from cifar_lightning.timing import CostReport, TimeBudget
 from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error
@@ -56,6 +58,15 @@ def config_dirs() -> list[Path]:
 
 def available_configs() -> list[str]:
     return sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def help_text() -> str:
+    """The top of ``train.py --help``: what runs without a subcommand, the subcommands and the config names."""
+    return (
+        f"Without a subcommand: fit, then test the best checkpoint. Subcommands, each with its own --help: "
+        f"{', '.join(SUBCOMMANDS)}. --model NAME reads configs/NAME.yaml ({', '.join(available_configs())}); "
+        "dotted flags override it."
+    )
 
 
 def expand_model_flag(argv: list[str]) -> list[str]:
@@ -104,16 +115,25 @@ class CIFARCLI(LightningCLI):
         self.exit_code = 0
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
-            parser_class=BriefParser,
+            parser_class=BriefParser, parser_kwargs={"description": help_text()},
             trainer_defaults={
                 "default_root_dir": "runs",
-                "callbacks": [GracefulStop(), CostReport(), RunSummary(), RunFigures(), ExportBest()],
+                "callbacks": [
+                    GracefulStop(), CostReport(), RunSummary(), RunFigures(), ExportBest(), PredictionWriter()
+                ],
             },
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
         )  # fmt: skip
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--wandb", type=bool, default=True, help="Log to Weights & Biases (offline without a key).")
+        parser.add_argument(
+            "--wandb_project", type=str | None, default=None,
+            help="W&B project; default: $WANDB_PROJECT, else cifar-lightning.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--wandb_entity", type=str | None, default=None, help="W&B entity (team); default: $WANDB_ENTITY."
+        )
         if self.fit_and_test:  # the subcommands define their own ckpt_path
             parser.add_argument(
                 "--ckpt_path", type=str | None, default=None,
@@ -232,24 +252,16 @@ class CIFARCLI(LightningCLI):
         run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
         callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         smoke_test = bool(cfg.trainer.fast_dev_run)  # Lightning logs nothing then; this writes nothing either
-        callbacks += [] if smoke_test else self.checkpoint_callbacks()
+        if not smoke_test and cfg.trainer.enable_checkpointing is not False:
+            callbacks += self.checkpoint_callbacks()
         if cfg.get("time_budget"):
             callbacks.append(TimeBudget(cfg.time_budget, from_process_start=True))
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        if cfg.trainer.logger is None or cfg.trainer.logger is True:
-            # CSVLogger first: trainer.log_dir, where config.yaml, checkpoints/ and results.json go, is its folder.
-            csv_logger = RunCSVLogger(root, name=model_name, version=run_id, resume_step=resume_step)
-            if not smoke_test:  # create the folder now, before SaveConfigCallback writes config.yaml into it
-                _ = csv_logger.experiment
-            loggers: list[Logger] = [csv_logger]
+        if cfg.trainer.logger is not False:  # False: the user turned logging off
+            kwargs["logger"] = self.loggers(root / model_name / run_id, resume_step, smoke_test)
             if cfg.wandb and not smoke_test:
-                source = sources.find_source(self.datamodule.data_dir) or "download"
-                tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
-                run_dir = root / model_name / run_id
-                loggers.append(make_wandb_logger(run_dir, model_name, run_id, _plain(cfg.as_dict()), tags))
                 callbacks.append(WandbRunSetup())
-            kwargs["logger"] = loggers
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         try:
             return self._instantiate_trainer(trainer_config, callbacks)
@@ -257,6 +269,24 @@ class CIFARCLI(LightningCLI):
             if not resumed_run:
                 shutil.rmtree(root / model_name / run_id, ignore_errors=True)  # no empty run folder left behind
             raise
+
+    def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:
+        """The run's CSV logger (first: ``trainer.log_dir``, where config.yaml, checkpoints/ and results.json go, is
+        its folder), the W&B logger unless ``--wandb false`` or the user passed one, then the user's own loggers."""
+        cfg = self._cfg()
+        given = self._get(self.config_init, "trainer", default={}).get("logger")
+        user = [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
+        csv_logger = RunCSVLogger(run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name,
+                                  resume_step=resume_step)  # fmt: skip
+        if not smoke_test:  # create the folder now, before SaveConfigCallback writes config.yaml into it
+            _ = csv_logger.experiment
+        loggers: list[Logger] = [csv_logger]
+        if cfg.wandb and not smoke_test and not any(isinstance(logger, WandbLogger) for logger in user):
+            source = sources.find_source(self.datamodule.data_dir) or "download"
+            tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
+            config, names = _plain(cfg.as_dict()), (cfg.get("wandb_project"), cfg.get("wandb_entity"))
+            loggers.append(make_wandb_logger(run_dir, run_dir.parent.name, run_dir.name, config, tags, *names))
+        return loggers + user
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -328,7 +358,7 @@ def main(args: list[str] | None = None) -> int:
     except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
-    except DivergedError as err:
+    except (DivergedError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
     except NothingToDo as done:
         print(done)

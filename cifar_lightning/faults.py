@@ -30,6 +30,10 @@ from cifar_lightning.runs import RESULTS_FILE
 LAST = "last.ckpt"
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names it and what to do."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``.<name>.<pid>.tmp`` in the target's folder, ``fsync``, then ``os.replace``.
 
@@ -43,14 +47,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as err:  # a full disk, a lost mount, a quota
+            raise CheckpointWriteError(
+                f"Could not write the checkpoint {target} ({err.strerror or err}); the checkpoints written before it "
+                "are kept. Free space (or point --trainer.default_root_dir at another disk), then resume with "
+                "--ckpt_path last."
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
 

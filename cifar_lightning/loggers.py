@@ -3,6 +3,7 @@ its metrics.csv and its W&B run."""
 
 from __future__ import annotations
 
+import configparser
 import csv
 import hashlib
 import netrc
@@ -22,11 +23,27 @@ from cifar_lightning.nets import count_parameters
 PROJECT = "cifar-lightning"
 
 
+def wandb_base_url() -> str:
+    """The W&B server runs go to, found as wandb finds it: ``WANDB_BASE_URL``, else ``base_url`` in the settings
+    files that ``wandb login --host`` writes (``./wandb/settings`` over ``$WANDB_CONFIG_DIR/settings``, by default
+    ``~/.config/wandb/settings``), else W&B's cloud."""
+    if url := os.environ.get("WANDB_BASE_URL"):
+        return url
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb")
+    settings = configparser.ConfigParser()
+    for path in (config_dir / "settings", Path("wandb") / "settings"):  # later files win
+        try:
+            settings.read(path)
+        except configparser.Error:
+            continue  # wandb treats an unreadable settings file as empty, too
+    return settings.get("default", "base_url", fallback="https://api.wandb.ai")
+
+
 def has_wandb_credentials() -> bool:
-    """An API key in the environment or in ~/.netrc (where ``wandb login`` puts it)."""
+    """An API key in the environment, or in ~/.netrc for the W&B server in use (where ``wandb login`` puts it)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    host = urlparse(wandb_base_url()).hostname or "api.wandb.ai"
     try:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
@@ -78,14 +95,16 @@ def wandb_run_id(run_dir: Path, group: str, name: str) -> str:
 
 
 def make_wandb_logger(
-    run_dir: Path, group: str, name: str, config: dict[str, Any] | None = None, tags: Sequence[str] = ()
-) -> WandbLogger:
+    run_dir: Path, group: str, name: str, config: dict[str, Any] | None = None, tags: Sequence[str] = (),
+    project: str | None = None, entity: str | None = None,
+) -> WandbLogger:  # fmt: skip
     """A WandbLogger writing into ``run_dir/wandb``; offline unless credentials exist or WANDB_MODE says otherwise.
 
     ``group`` (the model name) and ``tags`` let the dashboard put runs side by side without manual setup;
     ``config`` (the resolved run config) becomes the W&B run config. Checkpoints are uploaded as model artifacts only
     when the run is online. The W&B run id comes from the run folder (``wandb_run_id``), with ``resume="allow"``, so a
-    run resumed into the same folder logs to the same W&B run.
+    run resumed into the same folder logs to the same W&B run. ``project`` and ``entity`` default to W&B's own
+    ``WANDB_PROJECT`` and ``WANDB_ENTITY`` (the project to ``cifar-lightning``).
     """
     offline = "WANDB_MODE" not in os.environ and not has_wandb_credentials()
     if offline:
@@ -95,7 +114,8 @@ def make_wandb_logger(
     online = not offline and os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        project=PROJECT, group=group, name=f"{group}-{name}", id=wandb_run_id(run_dir, group, name), resume="allow",
+        project=project or os.environ.get("WANDB_PROJECT") or PROJECT, entity=entity or os.environ.get("WANDB_ENTITY"),
+        group=group, name=f"{group}-{name}", id=wandb_run_id(run_dir, group, name), resume="allow",
         save_dir=str(run_dir), offline=offline, log_model=online, config=config, tags=list(tags),
     )  # fmt: skip
 

@@ -4,21 +4,29 @@
 
 Prints the top-3 classes with their probabilities for each image. Images that are not 32x32 are resized (with a
 notice); a file that cannot be read is reported and skipped, and the exit status is 1 if any was skipped.
+
+``PredictionWriter`` is the other way in: ``train.py predict`` writes the test split's predictions to the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor, nn
 
+from cifar_lightning.callbacks import run_dir
 from cifar_lightning.constants import CLASSES, IMAGE_SIZE
 from cifar_lightning.export import Normalized, load_exported
 from cifar_lightning.modules import CIFAR10Classifier, CNNClassifier, MLPClassifier
@@ -89,6 +97,49 @@ def read_image(path: Path) -> Tensor:
 def predict(model: nn.Module, images: Tensor) -> Tensor:
     """Class probabilities ``(N, num_classes)`` for 0..1 images."""
     return model(images).float().softmax(-1)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``train.py predict``: writes ``predictions.csv`` into the run folder, one row per test image: ``index`` (its
+    position in the test split), ``label``, ``predicted``, ``confidence`` and one probability column per class.
+
+    Under DDP each rank writes ``predictions_rank<r>.csv`` for its shard (evaluation shards take every
+    ``world_size``-th image, which is how ``index`` is counted).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self._rows: list[list[object]] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
+        batch: Any, batch_idx: int, dataloader_idx: int,
+    ) -> None:  # fmt: skip
+        labels = batch[1].tolist()
+        for probabilities, label in zip(prediction.float().cpu().tolist(), labels, strict=True):
+            index = trainer.global_rank + trainer.world_size * len(self._rows)
+            best = max(range(len(probabilities)), key=probabilities.__getitem__)
+            self._rows.append(
+                [index, label, best, round(probabilities[best], 6), *(round(p, 6) for p in probabilities)]
+            )
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = run_dir(trainer)
+        if folder is None or not self._rows:
+            return
+        name = "predictions.csv" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
+        classes = list(getattr(pl_module, "class_names", CLASSES))
+        path, tmp = folder / name, folder / f".{name}.tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "label", "predicted", "confidence", *(f"p_{c}" for c in classes)])
+            writer.writerows(self._rows)
+        os.replace(tmp, path)
+        print(f"Predictions for {len(self._rows)} images: {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

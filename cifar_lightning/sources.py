@@ -8,7 +8,8 @@ Three layouts are read, detected from what is in ``data_dir`` (first match wins)
 
 Whatever the source, a split is decoded once into a cache file (images ``(N, 3, 32, 32)`` uint8, labels ``(N,)``
 int64) that later runs load in about a second. Caches are written to a temporary file and renamed into place, so
-a run killed while writing never leaves a half-written cache behind.
+a run killed while writing never leaves a half-written cache behind, and carry a CRC-32 of their contents: a cache
+damaged later (truncated, bytes changed) is detected on loading, said in a warning, and decoded again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import warnings
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -182,6 +185,23 @@ def default_cache_dir(data_dir: Path) -> Path:
     return user_cache / hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def _checksum(images: Tensor, labels: Tensor) -> int:
+    """CRC-32 of the pixels and labels, read in place (0.02 s for 150 MB of training images here)."""
+    return zlib.crc32(labels.numpy().data, zlib.crc32(images.numpy().data))
+
+
+def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
+    """The cached split, or None when the file is damaged: unreadable, the wrong shape, or failing its checksum."""
+    try:
+        entry = torch.load(path, weights_only=True)
+        images, labels = entry["images"], entry["labels"]
+        whole = images.dtype == torch.uint8 and images.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
+        whole = whole and len(images) == len(labels) and int(entry["crc32"]) == _checksum(images, labels)
+    except Exception:  # truncated, not a zip, missing keys: every way a file breaks
+        return None
+    return (images, labels) if whole else None
+
+
 def _save_atomic(obj: dict[str, Tensor], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -200,14 +220,15 @@ def load_split(data_dir: Path, split: SplitName, cache_dir: Path) -> tuple[Tenso
         raise DataError(f"No unpacked CIFAR-10 data in {data_dir}: call prepare_data() first. {ACCEPTED_LAYOUTS}")
     cache = cache_dir / f"{split}-{source}-{fingerprint(data_dir, split)}.pt"
     if cache.is_file():
-        entry = torch.load(cache, weights_only=True)
-        return entry["images"], entry["labels"]
+        if (cached := _read_cache(cache)) is not None:
+            return cached
+        warnings.warn(f"The data cache {cache} is damaged; decoding the images again.", stacklevel=2)
     images, labels = read_batches(data_dir, split) if source == "batches" else read_folder(data_dir, split)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for stale in cache_dir.glob(f"{split}-{source}-*.pt"):
             stale.unlink()
-        _save_atomic({"images": images, "labels": labels}, cache)
+        _save_atomic({"images": images, "labels": labels, "crc32": torch.tensor(_checksum(images, labels))}, cache)
     except OSError as err:
         raise DataError(
             f"Could not write the data cache {cache} ({err}). Pass a writable folder as --data.cache_dir."

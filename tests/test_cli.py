@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,8 +12,10 @@ import pytest
 import yaml
 from conftest import run_dirs, tiny_args, write_folder
 
+from cifar_lightning import CIFAR10DataModule
 from cifar_lightning.callbacks import RESULTS_FILE
 from cifar_lightning.cli import expand_model_flag, main
+from cifar_lightning.constants import CLASSES
 from cifar_lightning.hardware import default_precision
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +62,26 @@ def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path,
     assert tested["tested_checkpoint"] == fitted["best_checkpoint"]
 
 
+def test_predict_subcommand_writes_the_predictions_to_its_run_folder(folder_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    assert main(tiny_args(folder_dir, out, "mlp")) == 0
+    [fit_run] = run_dirs(out)
+    best = read_results(fit_run)["best_checkpoint"]
+    assert main(["predict", *tiny_args(folder_dir, out, "mlp"), "--ckpt_path", best]) == 0
+    [predict_run] = [r for r in run_dirs(out) if r != fit_run]
+    with open(predict_run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    dm = CIFAR10DataModule(data_dir=str(folder_dir))
+    dm.setup("test")
+    assert dm.data_test is not None
+    assert [int(r["index"]) for r in rows] == list(range(40))  # 4 test images per class
+    assert [int(r["label"]) for r in rows] == dm.data_test.labels.tolist()
+    for row in rows[:5]:
+        probabilities = [float(row[f"p_{c}"]) for c in CLASSES]
+        assert int(row["predicted"]) == probabilities.index(max(probabilities))
+        assert float(row["confidence"]) == max(probabilities) and sum(probabilities) == pytest.approx(1, abs=1e-4)
+
+
 def test_dotted_flags_override_the_config(batches_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     assert main([*tiny_args(batches_dir, out, "mlp"), "--model.lr", "0.0123", "--data.batch_size", "8"]) == 0
@@ -100,6 +123,13 @@ def test_no_test_split_reports_validation_only(tmp_path: Path, caplog: pytest.Lo
     assert results["test/acc"] is None and results["val/acc_best"] is not None
     assert "has no test split: reporting validation only" in caplog.text
     assert [p.name for p in (run / "figures").iterdir()] == ["learning_curves.png"]  # curves even without a test
+
+
+def test_help_names_the_subcommands_and_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0 and "fit, validate, test, predict" in text and "cnn, cnn_fast" in text
 
 
 def test_unknown_model_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import tarfile
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,30 @@ def test_cache_is_rebuilt_when_the_data_changes(folder_dir: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=10)
     dm.setup("fit")
     assert dm.data_train is not None and len(dm.data_train) == 91
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "other_tensors"])
+def test_a_damaged_cache_is_detected_and_decoded_again(damage: str, folder_dir: Path) -> None:
+    images, labels = sources.load_split(folder_dir, "train", folder_dir / ".cache")
+    [cache] = (folder_dir / ".cache").glob("train-*.pt")
+    data = bytearray(cache.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "flipped":  # a byte inside the pixel record: the file still loads, with other pixels
+        start = data.find(bytes(images[0].flatten()[:64].numpy()))
+        assert start > 0
+        data[start + 10] ^= 0xFF
+    elif damage == "empty":
+        data = bytearray()
+    cache.write_bytes(bytes(data))
+    if damage == "other_tensors":
+        torch.save({"images": images[:5], "labels": labels[:5], "crc32": torch.tensor(0)}, cache)
+    with pytest.warns(UserWarning, match="is damaged; decoding the images again"):
+        again = sources.load_split(folder_dir, "train", folder_dir / ".cache")
+    assert torch.equal(again[0], images) and torch.equal(again[1], labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache was written again, whole
+        assert torch.equal(sources.load_split(folder_dir, "train", folder_dir / ".cache")[0], images)
 
 
 def test_read_only_data_dir_caches_elsewhere(folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import signal
@@ -128,6 +129,31 @@ def test_atomic_save_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(OSError, match="disk full"):
         AtomicCheckpointIO().save_checkpoint({"v": 2}, path)
     assert torch.load(path, weights_only=True) == {"v": 1} and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_full_disk_while_checkpointing_is_one_message_and_keeps_the_last_checkpoint(
+    folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_save, saves = torch.save, []
+
+    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if isinstance(obj, dict) and "state_dict" in obj:  # checkpoints only, not the data cache
+            saves.append(obj["global_step"])
+            if len(saves) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "runs"
+    assert main(tiny_args(folder_dir, out, "mlp", epochs=3)) == 1
+    printed = capsys.readouterr().err
+    err = printed.strip().splitlines()[-1]  # after the decoding progress bar
+    assert "Traceback" not in printed
+    assert err.startswith("error: Could not write the checkpoint") and "No space left on device" in err
+    assert "resume with --ckpt_path last" in err
+    [run] = run_dirs(out)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == saves[1]
+    assert not list(run.glob("checkpoints/.*.tmp")) and not (run / "results.json").exists()
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "other_model", "missing"])
