@@ -11,6 +11,8 @@ Usage without a Trainer::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -21,10 +23,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cifar_lightning import sources
 from cifar_lightning.augment import PaddingMode, normalize, padding_problem, random_crop_flip
-from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD
+from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD, TRAIN_SIZE
 from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
 
 Batch = tuple[Tensor, Tensor]
+Transform = Callable[[Tensor], Tensor]  # a uint8 batch (B, 3, 32, 32) on its device -> the model's float input
 
 
 class _InMemory(Dataset[Batch]):
@@ -121,8 +124,18 @@ class CIFAR10DataModule(L.LightningDataModule):
         download: fetch the official archive with torchvision when ``data_dir`` holds no data.
         cache_dir: where decoded splits are cached; default ``data_dir/.cache``, or a per-user cache folder when
             ``data_dir`` is read-only.
+        shuffle: reshuffle the training images every epoch (seeded); off, they come in split order.
+
+    As lightning-bolts' ``CIFAR10DataModule`` (which needs Lightning < 2), it has ``name``, ``num_classes``,
+    ``dims``, ``num_samples``, ``default_transforms()``, ``setup(stage=None)`` and settable ``train_transforms``,
+    ``val_transforms`` and ``test_transforms``. Here a transform takes the whole uint8 batch ``(B, 3, 32, 32)`` on
+    its device and returns the model's float input; one you set replaces the built-in one of its stage, which stays
+    available as ``transform(images, train)``: compose with it, e.g. ``dm.train_transforms = lambda x:
+    cutout(dm.transform(x, train=True))``. (torchvision v2 transforms take such batches, but draw one random
+    parameter for the whole batch.)
     """
 
+    name: str = "cifar10"
     num_classes: int = NUM_CLASSES
     dims: tuple[int, int, int] = IMAGE_SHAPE
     classes: tuple[str, ...] = CLASSES
@@ -143,6 +156,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         drop_last: bool = False,
         download: bool = True,
         cache_dir: str | None = None,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         _check_args(val_split, batch_size, num_workers, crop_padding, crop_padding_mode)
@@ -155,6 +169,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.data_train: _InMemory | None = None
         self.data_val: _InMemory | None = None
         self.data_test: _InMemory | None = None
+        self.shuffle = shuffle
+        self.train_transforms: Transform | None = None
+        self.val_transforms: Transform | None = None
+        self.test_transforms: Transform | None = None
 
     # ---- data on disk ----
     def prepare_data(self) -> None:
@@ -184,8 +202,25 @@ class CIFAR10DataModule(L.LightningDataModule):
         cache_dir = self.cache_dir or sources.default_cache_dir(self.data_dir)
         return sources.load_split(self.data_dir, split, cache_dir)
 
-    def setup(self, stage: str) -> None:
-        """Loads what ``stage`` needs; calling it again is cheap."""
+    @property
+    def num_samples(self) -> int:
+        """Training images after the validation split is held out (before ``setup``: of the official 50,000)."""
+        if self.data_train is not None:
+            return len(self.data_train)
+        n_val = round(self.val_split * TRAIN_SIZE) if isinstance(self.val_split, float) else self.val_split
+        return TRAIN_SIZE - n_val
+
+    def default_transforms(self) -> Transform:
+        """The built-in evaluation transform: uint8 batch -> normalized float batch."""
+        return partial(self.transform, train=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads what ``stage`` needs (every split there is, for None); calling it again is cheap."""
+        if stage is None:
+            self.setup("fit")
+            if self.has_test_split():
+                self.setup("test")
+            return
         if stage in ("fit", "validate") and self.data_train is None:
             self.data_train, self.data_val = self._split_train()
         if stage in ("test", "predict") and self.data_test is None:
@@ -226,7 +261,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         # A training batch of one image is dropped whatever drop_last says: batch norm cannot normalize it.
         drop = train and (self.drop_last or (len(data) // world) % self.batch_size == 1)
         sampler = ShardedBatchSampler(
-            data, self.batch_size, shuffle=train, drop_last=drop, even=train, seed=self.seed,
+            data, self.batch_size, shuffle=train and self.shuffle, drop_last=drop, even=train, seed=self.seed,
             rank=rank, world_size=world, alternate_flip=train and self.augment and self.alternate_flip,
         )  # fmt: skip
         return DataLoader(
@@ -255,8 +290,12 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
-        training = self.trainer is not None and self.trainer.training
-        return self.transform(images, train=training), labels
+        trainer = self.trainer
+        stage = "train" if trainer is not None and trainer.training else "val"
+        if trainer is not None and (trainer.testing or trainer.predicting):
+            stage = "test"
+        custom = {"train": self.train_transforms, "val": self.val_transforms, "test": self.test_transforms}[stage]
+        return (custom or partial(self.transform, train=stage == "train"))(images), labels
 
 
 def _readable(path: Path) -> bool:

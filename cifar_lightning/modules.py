@@ -147,16 +147,26 @@ class CIFAR10Classifier(L.LightningModule):
         self.train_loss.reset()
         self.train_metrics.reset()
 
+    def _diverged_message(self, loss: Tensor) -> str:
+        value = loss.item() if not torch.isfinite(loss) else "NaN or infinite on another rank"
+        lr = self.hparams["lr"]
+        advice = f"a learning rate too high for this model (lr={lr}: try --model.lr {lr / 4:g})"
+        if self.trainer.precision != "32-true":
+            advice += (
+                f", or an overflow in reduced precision ({self.trainer.precision}: try --trainer.precision 32-true)"
+            )
+        return (
+            f"train/loss became {value} at step {self.global_step} (epoch {self.current_epoch}); stopping instead of "
+            f"training on garbage. Likely causes: {advice}."
+        )
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
-        if not torch.isfinite(loss):  # one host sync per step, which the progress bar's loss display pays anyway
-            raise DivergedError(
-                f"train/loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); stopping "
-                f"instead of training on garbage. Likely causes: a learning rate too high for this model (lr="
-                f"{self.hparams['lr']}: try --model.lr {self.hparams['lr'] / 4:g})"
-                + ("." if self.trainer.precision == "32-true" else f", or an overflow in reduced precision "
-                   f"({self.trainer.precision}: try --trainer.precision 32-true).")
-            )  # fmt: skip
+        diverged = not torch.isfinite(loss)  # one host sync per step, which the progress bar's loss display pays anyway
+        if self.trainer.world_size > 1:  # decided on every rank: one rank stopping alone leaves the others hanging
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
+            raise DivergedError(self._diverged_message(loss))
         # Per-step values only on the steps the loggers write (every log_every_n_steps): each self.log call costs
         # Lightning's bookkeeping, which is measurable against a small model's step (benchmarks/overhead.py).
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]

@@ -11,6 +11,10 @@ from PIL import Image
 
 from cifar_lightning.constants import BATCHES_DIR, CLASSES, TEST_BATCH, TRAIN_BATCHES
 
+# Tests that start train.py in a subprocess: a tiny run takes 5 to 15 s on either CPU class, but a 300 s limit once
+# failed on an AVX2-only CPU shared with other work (issue 13). The limit is there to turn a hang into a failure.
+SUBPROCESS_TIMEOUT = 900
+
 
 def make_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Easy but not trivial images: each class has its own colour and stripe direction, plus noise.

@@ -53,3 +53,15 @@ class InterruptTest(L.Callback):
 
     def on_test_batch_start(self, *args: Any) -> None:
         raise KeyboardInterrupt
+
+
+class PoisonRank(L.Callback):
+    """On rank ``rank`` only, fills the first weight with NaN before step ``step``: a divergence one rank sees."""
+
+    def __init__(self, step: int, rank: int = 1) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))

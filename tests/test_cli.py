@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_dirs, tiny_args, write_folder
+from conftest import SUBPROCESS_TIMEOUT, run_dirs, tiny_args, write_folder
 
 from cifar_lightning import CIFAR10DataModule
 from cifar_lightning.callbacks import RESULTS_FILE
@@ -33,7 +33,7 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     out = tmp_path / "runs"
     proc = subprocess.run(
         [sys.executable, "train.py", *tiny_args(data, out, model, epochs=2)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = run_dirs(out)

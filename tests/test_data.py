@@ -3,8 +3,10 @@ from __future__ import annotations
 import tarfile
 import urllib.error
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ import torchvision
 from conftest import make_images, tiny_args, write_batches, write_folder
 from PIL import Image
 
-from cifar_lightning import CIFAR10DataModule, DataError, sources
+from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier, sources
 from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
 from cifar_lightning.cli import main
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
@@ -162,6 +164,37 @@ def test_a_last_training_batch_of_one_image_is_dropped(folder_dir: Path, tmp_pat
     args = tiny_args(folder_dir, tmp_path, "cnn")  # batch norm in training mode fails on a batch of one
     args[args.index("--data.val_split") + 1] = "19"
     assert main(args) == 0
+
+
+def test_a_lightning_bolts_style_script_runs_against_it(folder_dir: Path, tmp_path: Path) -> None:
+    """What a lightning-bolts user writes: attributes, setup(), default and settable transforms, shuffle."""
+    dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=20, batch_size=16, shuffle=False)
+    assert (dm.name, dm.num_classes, dm.dims, dm.num_samples) == ("cifar10", 10, (3, 32, 32), 49_980)
+    dm.prepare_data()
+    dm.setup()  # every stage
+    assert dm.num_samples == 80 and dm.data_test is not None
+    images, labels = next(iter(dm.train_dataloader()))
+    assert torch.equal(labels, dm.data_train.labels[:16])  # type: ignore[union-attr]  # shuffle=False: split order
+    x = dm.default_transforms()(images)
+    assert x.dtype == torch.float32 and torch.allclose(x, normalize(images, MEAN, STD))
+    seen: dict[str, int] = {"train": 0, "val": 0, "test": 0}
+
+    def counting(stage: str, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        def transform(batch: torch.Tensor) -> torch.Tensor:
+            seen[stage] += len(batch)
+            return dm.transform(batch, train=train)  # composed with the built-in one, as the docstring says
+
+        return transform
+
+    dm.train_transforms, dm.val_transforms = counting("train", True), counting("val", False)
+    dm.test_transforms = counting("test", False)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path)  # fmt: skip
+    model = MLPClassifier(hidden_sizes=(16,), whiten=False)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm)
+    assert seen == {"train": 80, "val": 20, "test": 40}
 
 
 def test_loader_yields_uint8_batches_without_a_trainer(batches_dir: Path) -> None:

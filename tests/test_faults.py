@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_wandb_records, run_dirs, tiny_args
+from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args
 
 from cifar_lightning.cli import main
 from cifar_lightning.faults import AtomicCheckpointIO
@@ -70,7 +70,9 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *interval]
     args[args.index("--wandb") + 1] = "true"
     command = [sys.executable, "train.py", *args, *signal_at(8, "SIGKILL")]  # killed before step 8's save
-    killed = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     [run] = run_dirs(tmp_path)
     assert not (run / "results.json").exists()
@@ -244,7 +246,7 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     probe = ["--trainer.callbacks+=probes.RecordShards", "--trainer.callbacks.out", str(tmp_path / "probe")]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     proc = subprocess.run([sys.executable, "train.py", *args, *ddp, *probe], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / "probe" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for epoch in range(2):
@@ -256,6 +258,19 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     logged = float(metric_rows(run, "val/acc")[-1]["val/acc"])
     assert logged == pytest.approx((preds == labels).float().mean().item(), abs=1e-6)
     assert len(list(run.glob("wandb/offline-run-*"))) == 1 and (run / "results.json").is_file()
+
+
+def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_path: Path) -> None:
+    poison = ["--trainer.callbacks+=probes.PoisonRank", "--trainer.callbacks.step", "2"]
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    command = [sys.executable, "train.py", *tiny_args(folder_dir, tmp_path, "mlp"), *ddp, *poison]
+    proc = subprocess.run(
+        command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    # Both ranks decide and report it; alone, rank 0 would die in its next all-reduce (gloo: "Connection closed by
+    # peer"; NCCL: a hang until its watchdog's timeout).
+    assert proc.stderr.count("train/loss became") == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
