@@ -55,7 +55,7 @@ class InMemoryData(CIFAR10DataModule):
     def prepare_data(self) -> None:
         pass
 
-    def setup(self, stage: str) -> None:
+    def setup(self, stage: str | None = None) -> None:
         pass
 
 

@@ -1,13 +1,15 @@
 """Compare finished runs without a W&B account: a table on stdout and one PNG of curves and accuracies.
 
-    python -m cifar_lightning.compare runs/mlp/<id> runs/cnn/<id> [--out comparison.png]
+    python -m cifar_lightning.compare runs/mlp/<id> runs/cnn/<id> [--out PATH]
 
-Reads each run's ``results.json`` and ``metrics.csv`` (what ``train.py`` leaves in every run folder).
+Reads each run's ``results.json`` and ``metrics.csv`` (what ``train.py`` leaves in every run folder). The figure goes
+next to the runs by default: ``comparison.png`` in the folder that holds them all (``runs/`` above).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +50,10 @@ def table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_lightning.compare", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<model>/<id>/)")
-    parser.add_argument("--out", type=Path, default=Path("comparison.png"), help="where to write the figure")
+    parser.add_argument("--out", type=Path, default=None, help="figure path; default: comparison.png beside the runs")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(os.path.commonpath([run.resolve().parent.parent for run in args.runs])) / "comparison.png"
     try:
         loaded = [(run, read_results(run), read_curves(run)) for run in args.runs]
     except RunError as err:

@@ -68,50 +68,63 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class GracefulStop(L.Callback):
     """On SIGTERM or a first Ctrl-C: stop after the current step, save ``last.ckpt``, and let the run end non-zero.
 
-    Lightning already stops on SIGTERM (and forwards it to DDP workers); a Ctrl-C is routed to the same handler, so
-    both end at a step boundary with the same checkpoint. A second Ctrl-C interrupts at once. ``signal_name``,
-    ``step`` and ``checkpoint`` describe the stop for ``results.json``.
+    During fit this replaces Lightning's SIGTERM handler, which broadcasts over the process group from inside the
+    signal handler: a collective that can interleave with the step's own and leave DDP ranks stuck (issue 13). Here
+    the handler only records the signal and forwards SIGTERM to the DDP workers Lightning started; the ranks then
+    decide together at the end of a step (one all-reduce, DDP only), so every rank stops at the same step and saves
+    the same checkpoint. A second Ctrl-C interrupts at once. ``signal_name``, ``step`` and ``checkpoint`` describe
+    the stop for ``results.json``.
     """
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
         self.step: int | None = None
         self.checkpoint: str | None = None
-        self._sigint = False
-        self._previous_sigint: Any = None
+        self._received: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Not earlier: Lightning records the signal handlers when fit starts and puts them back at its teardown.
-        self.signal_name = self.step = self.checkpoint = None
-        self._sigint = False
+        # Not earlier: Lightning installs its handlers when fit starts and puts the original ones back at teardown.
+        self.signal_name = self.step = self.checkpoint = self._received = None
+        self._trainer = trainer
         try:
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
         except ValueError:  # not the main thread (e.g. a notebook's worker thread): keep the default behaviour
-            self._previous_sigint = None
+            self._previous.clear()
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self._sigint = True
-        self._restore_sigint()  # a second Ctrl-C raises KeyboardInterrupt right away
-        rank_zero_info("\nCtrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort).")
-        handler = signal.getsignal(signal.SIGTERM)  # Lightning's: sets trainer.received_sigterm, tells DDP workers
-        if callable(handler):
-            handler(signal.SIGTERM, frame)
-        else:
-            raise KeyboardInterrupt
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            self._restore(signal.SIGINT)  # a second Ctrl-C raises KeyboardInterrupt right away
+            rank_zero_info("\nCtrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort).")
+        if self._received is None:
+            self._received = signal.Signals(signum).name
+            launcher = self._trainer.strategy.launcher if self._trainer is not None else None
+            if launcher is not None:  # the DDP workers Lightning started, which a terminal's Ctrl-C may not reach
+                launcher.kill(signal.SIGTERM)
 
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        stop = self._received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            raise SIGTERMException  # what Lightning raises on SIGTERM: on_exception below saves and reports
+
+    def _restore(self, signum: int) -> None:
+        if signum in self._previous:
+            signal.signal(signum, self._previous.pop(signum))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_sigint()
+        for signum in list(self._previous):
+            self._restore(signum)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
+        self.on_fit_end(trainer, pl_module)
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return
-        self.signal_name = "SIGINT" if self._sigint or isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+        interrupted = self._received == "SIGINT" or isinstance(exception, KeyboardInterrupt)
+        self.signal_name = "SIGINT" if interrupted else "SIGTERM"  # SIGTERM too on a rank another rank stopped
         self.step = trainer.global_step
         callback = trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.state.fn == "fit":

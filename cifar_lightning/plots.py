@@ -53,7 +53,7 @@ def _draw_curves(loss_ax: Axes, acc_ax: Axes, curves: Mapping[str, Mapping[str, 
             style = "--" if name.startswith("train/") else "-"
             label = name if len(curves) == 1 else f"{run} {name}"
             ax.plot(np.asarray(epochs) + 1, values, style, marker="o", markersize=3, label=label)
-    for ax, title in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+    for ax, title in ((loss_ax, "loss per epoch"), (acc_ax, "accuracy per epoch")):
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -118,15 +118,17 @@ def mistakes_grid(
 
 def _draw_accuracy_bars(ax: Axes, accuracies: Accuracies) -> None:
     runs = list(accuracies)
-    metrics = sorted({m for values in accuracies.values() for m in values})
+    # only the metrics some run has: a legend entry without bars (no test split) says nothing
+    metrics = sorted({m for values in accuracies.values() for m, v in values.items() if v is not None})
     width = 0.8 / max(1, len(metrics))
     for i, metric in enumerate(metrics):
         heights = [accuracies[r].get(metric) or np.nan for r in runs]
         bars = ax.bar(np.arange(len(runs)) + (i - (len(metrics) - 1) / 2) * width, heights, width, label=metric)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set(ylabel="accuracy", ylim=(0, 1.05), xticks=range(len(runs)), title="accuracy")
+    ax.set(ylabel="accuracy", ylim=(0, 1.05), xticks=range(len(runs)), title="final accuracy per run")
     ax.set_xticklabels(runs, rotation=15, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
+    if metrics:
+        ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
 

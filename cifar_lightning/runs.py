@@ -21,7 +21,13 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESULTS_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder: it has no {RESULTS_FILE}. Pass folders like runs/cnn/<id>/.")
-    return json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RunError(f"{path} is damaged or unreadable ({type(err).__name__}): leave that run out.") from None
+    if not isinstance(results, dict):
+        raise RunError(f"{path} is not a results file (a JSON {type(results).__name__}): leave that run out.")
+    return results
 
 
 def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -30,9 +36,12 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     if not path.is_file():
         raise RunError(f"{run_dir} has no {METRICS_FILE}; it was not written by train.py's CSV logger.")
     by_epoch: dict[str, dict[int, float]] = defaultdict(dict)
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            for name in EPOCH_METRICS:
-                if row.get(name):
-                    by_epoch[name][int(row["epoch"])] = float(row[name])
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for name in EPOCH_METRICS:
+                    if row.get(name):
+                        by_epoch[name][int(row["epoch"])] = float(row[name])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as err:
+        raise RunError(f"{path} is damaged or unreadable ({type(err).__name__}): leave that run out.") from None
     return {name: sorted(points.items()) for name, points in by_epoch.items()}

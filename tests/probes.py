@@ -12,12 +12,15 @@ import torch
 
 
 class SignalAt(L.Callback):
-    """Sends ``signal_name`` (``SIGTERM``, ``SIGINT``, ``SIGKILL``) to this process once ``step`` steps are done."""
+    """Sends ``signal_name`` (``SIGTERM``, ``SIGINT``, ``SIGKILL``) to this process once ``step`` steps are done;
+    under DDP on every rank (as SLURM does), or only on rank ``rank``."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
-        self.step, self.signal_name, self.sent = step, signal_name, False
+    def __init__(self, step: int, signal_name: str = "SIGTERM", rank: int | None = None) -> None:
+        self.step, self.signal_name, self.rank, self.sent = step, signal_name, rank, False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if trainer.global_step >= self.step and not self.sent:
             self.sent = True
             os.kill(os.getpid(), getattr(signal, self.signal_name))

@@ -260,6 +260,25 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     assert len(list(run.glob("wandb/offline-run-*"))) == 1 and (run / "results.json").is_file()
 
 
+@pytest.mark.parametrize(("name", "rank", "code"), [("SIGTERM", None, 143), ("SIGTERM", 0, 143), ("SIGINT", 0, 130)])
+def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
+    name: str, rank: int | None, code: int, folder_dir: Path, tmp_path: Path
+) -> None:
+    """Every rank signalled (SLURM, `docker stop`) or only rank 0 (`kill <pid>`, Ctrl-C): both end with the
+    checkpoint, not stuck in a collective."""
+    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *signal_at(3, name), "--trainer.devices", "2",
+            "--trainer.strategy", "ddp"]  # fmt: skip
+    if rank is not None:
+        args += ["--trainer.callbacks.rank", str(rank)]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    assert proc.returncode == code, proc.stderr[-3000:]
+    [run] = run_dirs(tmp_path)
+    interrupted = json.loads((run / "results.json").read_text())["interrupted"]
+    assert interrupted["signal"] == name and interrupted["step"] >= 3
+    assert torch.load(interrupted["checkpoint"], weights_only=True)["global_step"] == interrupted["step"]
+
+
 def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_path: Path) -> None:
     poison = ["--trainer.callbacks+=probes.PoisonRank", "--trainer.callbacks.step", "2"]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]

@@ -33,6 +33,14 @@ def test_plot_functions_are_pure_and_complete() -> None:
     assert len(loss_ax.lines) == 1 and len(acc_ax.lines) == 1
     assert [t.get_text() for t in figs[1].axes[0].get_xticklabels()] == list(CLASSES)
     assert len(figs[4].axes[1].lines) == 2  # both runs' val/acc on the shared accuracy axes
+    assert len({ax.get_title() for ax in figs[4].axes}) == 3  # three panels, three titles
+
+
+def test_comparison_legend_lists_only_metrics_that_have_bars() -> None:
+    fig = plots.comparison({}, {"cnn": {"best val acc": 0.9, "test acc": None}, "mlp": {"best val acc": 0.6}})
+    legend = fig.axes[2].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["best val acc"]  # no test result: no "test acc" entry
 
 
 def test_run_folder_gets_figures_and_a_full_test_report(folder_dir: Path, tmp_path: Path) -> None:
@@ -87,5 +95,24 @@ def test_compare_prints_a_table_and_writes_one_png(
     assert "best val acc" in header and "test acc" in header and "images/s" in header
     assert [row.split()[0] for row in rows] == ["cnn", "mlp"]
     assert png.stat().st_size > 10_000
+    assert compare.main(list(map(str, run_dirs(out)))) == 0  # by default, beside the runs: not in the cwd
+    assert (out / "comparison.png").is_file()
     assert compare.main([str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback
     assert "is not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("results.json", b'{"model": "mlp", "val/acc'), ("results.json", b"\xff\xfe\x00"), ("results.json", b"[1, 2]"),
+     ("metrics.csv", b"epoch,step,val/acc\n0,4,high\n"), ("metrics.csv", b"step,val/acc\n4,0.5\n")],
+)  # fmt: skip
+def test_compare_names_a_damaged_run_file(
+    name: str, content: bytes, batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(tiny_args(batches_dir, tmp_path, "mlp")) == 0
+    [run] = run_dirs(tmp_path)
+    (run / name).write_bytes(content)
+    capsys.readouterr()
+    assert compare.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / name}") and ("damaged" in err or "not a results file" in err)
