@@ -174,6 +174,7 @@ class RunFigures(L.Callback):
     def __init__(self, max_mistakes: int = 32) -> None:
         self.max_mistakes = max_mistakes
         self._mistakes: list[Tensor] | None = None  # confidence, image, true label, predicted label
+        self._sample: list[Tensor] | None = None  # the same four, for the first test images
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mistakes = None
@@ -186,6 +187,9 @@ class RunFigures(L.Callback):
             return
         images, labels = batch
         confidence, predicted = outputs.detach().float().softmax(-1).max(-1)
+        if batch_idx == 0:
+            first = slice(0, self.max_mistakes)
+            self._sample = [t[first].detach().cpu() for t in (confidence, images.float(), labels, predicted)]
         wrong = predicted != labels
         found = [t.detach().cpu() for t in (confidence[wrong], images[wrong].float(), labels[wrong], predicted[wrong])]
         if self._mistakes is not None:  # merge with the most confident so far
@@ -218,6 +222,10 @@ class RunFigures(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_figures_to_wandb(logger, paths, confusion, pl_module)
+                if test:
+                    log_predictions_table(
+                        logger, [self._mistakes, self._sample], list(getattr(pl_module, "class_names", ()))
+                    )
 
     def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
         """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
@@ -257,6 +265,24 @@ def log_figures_to_wandb(
         class_names = list(getattr(pl_module, "class_names", ()))
         plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(), class_names=class_names)
         logger.experiment.log({"test/confusion_matrix": plot})
+
+
+def log_predictions_table(logger: WandbLogger, parts: list[list[Tensor] | None], classes: list[str]) -> None:
+    """``test/predictions``, a W&B table (image, truth, prediction, confidence, mistake) of the most confident
+    mistakes and the first test images, as W&B's Lightning examples log it."""
+    import wandb
+
+    rows = []
+    for part, mistake in zip(parts, (True, False), strict=True):
+        if part is None:
+            continue
+        confidence, images, true, predicted = part
+        columns = (plots.to_uint8(images.numpy()), true.tolist(), predicted.tolist(), confidence.tolist())
+        for image, t, p, c in zip(*columns, strict=True):
+            rows.append([wandb.Image(image.transpose(1, 2, 0)), classes[t], classes[p], round(c, 4), mistake or t != p])
+    if rows:
+        logger.log_table("test/predictions", columns=["image", "truth", "prediction", "confidence", "mistake"],
+                         data=rows)  # fmt: skip
 
 
 class ExportBest(L.Callback):

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -340,8 +342,37 @@ def fit_and_test(cli: CIFARCLI) -> None:
         )
 
 
+# Warnings a run would print that no user can act on: Lightning 2.6 calling a torch API deprecated in 2.14, its model
+# summary's note that it sizes bf16 weights as fp32, and its warning that a resumed run's checkpoint folder is not
+# empty (it is the run's own folder). LightningCLI's "args parameter" warning is silenced where the CLI is built.
+QUIET = (  # regular expressions, matched at the start of the message
+    re.escape("`isinstance(treespec, LeafSpec)` is deprecated"),
+    "Precision bf16-mixed is not supported by the model summary",
+    "Checkpoint directory .* exists and is not empty",
+)
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line, printed at every Trainer's start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``train.py``; ``args`` defaults to ``sys.argv[1:]``. Returns the exit status."""
+    advert, lightning_log = _NoAdvert(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with warnings.catch_warnings():
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message)
+        lightning_log.addFilter(advert)
+        try:
+            return _main(args)
+        finally:
+            lightning_log.removeFilter(advert)
+
+
+def _main(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     owns_run_id = RUN_ID_ENV not in os.environ  # False in DDP children, which inherit the parent's
     cli, code = None, 1

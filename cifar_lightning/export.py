@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[s
     program = torch.export.export(_portable(net), (example,), dynamic_shapes=({0: batch},))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch warns about any name not ending in .pt2
-    torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(_metadata(classes, extra))})
+    with warnings.catch_warnings():  # torch 2.14 warns that no tensor group is "complete": about GPU weights only
+        warnings.filterwarnings("ignore", "No complete tensor found in the group", UserWarning)
+        torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(_metadata(classes, extra))})
     tmp.replace(path)  # never leave a half-written model behind
     return path
 
@@ -84,7 +87,7 @@ def export_onnx(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[
     tmp = path.with_name(f".{path.name}.tmp")
     torch.onnx.export(
         _portable(net), (torch.rand(2, *IMAGE_SHAPE),), tmp, input_names=["images"], output_names=["logits"],
-        dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+        dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,  # no 8 lines of progress
     )  # fmt: skip
     model = onnx.load(tmp)
     onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra))})

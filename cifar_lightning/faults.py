@@ -129,7 +129,7 @@ class GracefulStop(L.Callback):
         callback = trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.state.fn == "fit":
             path = str(Path(callback.dirpath) / LAST)
-            trainer.save_checkpoint(path)  # every rank calls it: the strategy decides who writes
+            trainer.save_checkpoint(path, weights_only=False)  # every rank calls it: the strategy decides who writes
             self.checkpoint = path
         if trainer.state.fn == "fit":
             rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")

@@ -101,9 +101,10 @@ def make_wandb_logger(
     """A WandbLogger writing into ``run_dir/wandb``; offline unless credentials exist or WANDB_MODE says otherwise.
 
     ``group`` (the model name) and ``tags`` let the dashboard put runs side by side without manual setup;
-    ``config`` (the resolved run config) becomes the W&B run config. Checkpoints are uploaded as model artifacts only
-    when the run is online. The W&B run id comes from the run folder (``wandb_run_id``), with ``resume="allow"``, so a
-    run resumed into the same folder logs to the same W&B run. ``project`` and ``entity`` default to W&B's own
+    ``config`` (the resolved run config) becomes the W&B run config. The checkpoints (aliases ``best`` and
+    ``latest``) are logged as model artifacts after fit, offline too: ``wandb sync`` uploads them. The W&B run id
+    comes from the run folder (``wandb_run_id``), with ``resume="allow"``, so a run resumed into the same folder
+    logs to the same W&B run. ``project`` and ``entity`` default to W&B's own
     ``WANDB_PROJECT`` and ``WANDB_ENTITY`` (the project to ``cifar-lightning``).
     """
     offline = "WANDB_MODE" not in os.environ and not has_wandb_credentials()
@@ -111,12 +112,14 @@ def make_wandb_logger(
         rank_zero_info(
             "W&B: no credentials found, logging offline (upload later with `wandb sync`, printed at the end)."
         )
-    online = not offline and os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
+    # Offline through wandb's own mode, not WandbLogger(offline=True), which refuses to log model artifacts.
+    mode: dict[str, Any] = {"mode": "offline"} if offline else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
         project=project or os.environ.get("WANDB_PROJECT") or PROJECT, entity=entity or os.environ.get("WANDB_ENTITY"),
         group=group, name=f"{group}-{name}", id=wandb_run_id(run_dir, group, name), resume="allow",
-        save_dir=str(run_dir), offline=offline, log_model=online, config=config, tags=list(tags),
+        save_dir=str(run_dir), log_model=os.environ.get("WANDB_MODE") != "disabled", config=config, tags=list(tags),
+        **mode,
     )  # fmt: skip
 
 

@@ -190,16 +190,19 @@ def _checksum(images: Tensor, labels: Tensor) -> int:
     return zlib.crc32(labels.numpy().data, zlib.crc32(images.numpy().data))
 
 
-def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
-    """The cached split, or None when the file is damaged: unreadable, the wrong shape, or failing its checksum."""
+def _read_cache(path: Path) -> tuple[Tensor, Tensor] | str:
+    """The cached split, or why it cannot be used: damaged (unreadable, the wrong shape, failing its checksum), or
+    written before caches carried a checksum."""
     try:
         entry = torch.load(path, weights_only=True)
         images, labels = entry["images"], entry["labels"]
         whole = images.dtype == torch.uint8 and images.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
+        if "crc32" not in entry:
+            return "has no checksum (an older version wrote it)"
         whole = whole and len(images) == len(labels) and int(entry["crc32"]) == _checksum(images, labels)
     except Exception:  # truncated, not a zip, missing keys: every way a file breaks
-        return None
-    return (images, labels) if whole else None
+        return "is damaged"
+    return (images, labels) if whole else "is damaged"
 
 
 def _save_atomic(obj: dict[str, Tensor], path: Path) -> None:
@@ -220,9 +223,10 @@ def load_split(data_dir: Path, split: SplitName, cache_dir: Path) -> tuple[Tenso
         raise DataError(f"No unpacked CIFAR-10 data in {data_dir}: call prepare_data() first. {ACCEPTED_LAYOUTS}")
     cache = cache_dir / f"{split}-{source}-{fingerprint(data_dir, split)}.pt"
     if cache.is_file():
-        if (cached := _read_cache(cache)) is not None:
+        cached = _read_cache(cache)
+        if not isinstance(cached, str):
             return cached
-        warnings.warn(f"The data cache {cache} is damaged; decoding the images again.", stacklevel=2)
+        warnings.warn(f"The data cache {cache} {cached}; decoding the images again.", stacklevel=2)
     images, labels = read_batches(data_dir, split) if source == "batches" else read_folder(data_dir, split)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

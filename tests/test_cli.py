@@ -132,6 +132,18 @@ def test_help_names_the_subcommands_and_configs(capsys: pytest.CaptureFixture[st
     assert done.value.code == 0 and "fit, validate, test, predict" in text and "cnn, cnn_fast" in text
 
 
+def test_a_normal_run_prints_no_warning_a_user_cannot_act_on(
+    folder_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = [*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_model_summary", "true", "--trainer.precision",
+            "bf16-mixed"]  # fmt: skip
+    assert main(args) == 0
+    messages = [str(w.message) for w in recwarn]
+    for quiet in ("LeafSpec", "not supported by the model summary", "args parameter", "No complete tensor found"):
+        assert not any(quiet in m for m in messages), messages
+    assert "litlogger" not in caplog.text and "[torch.onnx]" not in caplog.text
+
+
 def test_unknown_model_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "resnet"]) == 2
     err = capsys.readouterr().err

@@ -103,7 +103,7 @@ def test_cache_is_rebuilt_when_the_data_changes(folder_dir: Path) -> None:
     assert dm.data_train is not None and len(dm.data_train) == 91
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "other_tensors"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "other_tensors", "no_checksum"])
 def test_a_damaged_cache_is_detected_and_decoded_again(damage: str, folder_dir: Path) -> None:
     images, labels = sources.load_split(folder_dir, "train", folder_dir / ".cache")
     [cache] = (folder_dir / ".cache").glob("train-*.pt")
@@ -119,7 +119,10 @@ def test_a_damaged_cache_is_detected_and_decoded_again(damage: str, folder_dir: 
     cache.write_bytes(bytes(data))
     if damage == "other_tensors":
         torch.save({"images": images[:5], "labels": labels[:5], "crc32": torch.tensor(0)}, cache)
-    with pytest.warns(UserWarning, match="is damaged; decoding the images again"):
+    if damage == "no_checksum":  # as versions before the checksum wrote it
+        torch.save({"images": images, "labels": labels}, cache)
+    expected = r"has no checksum \(an older version wrote it\)" if damage == "no_checksum" else "is damaged"
+    with pytest.warns(UserWarning, match=f"{expected}; decoding the images again"):
         again = sources.load_split(folder_dir, "train", folder_dir / ".cache")
     assert torch.equal(again[0], images) and torch.equal(again[1], labels)
     with warnings.catch_warnings():

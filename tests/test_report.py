@@ -67,6 +67,14 @@ def test_wandb_offline_gets_config_tags_figures_and_a_max_summary(folder_dir: Pa
     media = {p.name.split("_")[0] for p in (offline / "files" / "media" / "images" / "figures").glob("*.png")}
     assert media == {name.removesuffix(".png").split("_")[0] for name in FIGURES}
     records = read_wandb_records(next(offline.glob("*.wandb")))
+    [table_file] = offline.glob("files/media/table/test/predictions_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["image", "truth", "prediction", "confidence", "mistake"]
+    assert 0 < len(table["data"]) <= 64 and {row[1] for row in table["data"]} <= set(CLASSES)
+    artifacts = [
+        r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"
+    ]
+    assert any("best" in a.aliases for a in artifacts)  # the best checkpoint, logged offline for `wandb sync`
     [run_record] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run_record.run_group == "mlp"
     assert {"precision:32-true", "data:folder"} <= set(run_record.tags)
