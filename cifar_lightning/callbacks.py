@@ -16,11 +16,10 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -34,7 +33,7 @@ from cifar_lightning import plots
 from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
 from cifar_lightning.nets import count_parameters
-from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, read_curves
+from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, RunError, read_curves, read_results, write_json_atomic
 from cifar_lightning.timing import CostReport, seconds_since_process_start
 
 
@@ -54,19 +53,42 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
 
 
 class RunSummary(L.Callback):
-    """Times training and writes ``results.json`` into the run folder (``run_dir``) after fit and test."""
+    """Times training and writes ``results.json`` into the run folder (``run_dir``) after fit and test.
 
-    def __init__(self) -> None:
+    Its counters travel in checkpoints, so a resumed run reports the whole run: ``train_seconds``, ``train_images``
+    and ``images_per_second`` add up every part (work redone after a kill counts again: it took time), and ``parts``
+    says how many there were. ``evaluates``: the fit run folder whose checkpoint a ``test`` evaluates; that run's
+    results.json then gets the test metrics too, so ``compare`` shows them next to it.
+    """
+
+    def __init__(self, evaluates: Path | None = None) -> None:
         self.results: dict[str, Any] = {}
+        self.evaluates = evaluates
         self._images = 0
-        self._loop_seconds = 0.0
+        self._loop_seconds = self._fit_before = 0.0
+        self._parts = 1
+        self._in_epoch = False
         self._fit_start = self._epoch_start = self._val_start = self._test_start = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        loop = self._loop_seconds + (now - self._epoch_start if self._in_epoch else 0.0)
+        fit = self._fit_before + (now - self._fit_start if self._fit_start else 0.0)
+        return {"images": self._images, "loop_seconds": loop, "fit_seconds": fit, "parts": self._parts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._images, self._loop_seconds = int(state["images"]), float(state["loop_seconds"])
+        self._fit_before, self._parts = float(state["fit_seconds"]), int(state["parts"]) + 1
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_start = time.perf_counter()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch: its loop time starts here.
+        self._epoch_start, self._in_epoch = time.perf_counter(), True
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start, self._in_epoch = time.perf_counter(), True
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -83,6 +105,7 @@ class RunSummary(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._loop_seconds += time.perf_counter() - self._epoch_start
+        self._in_epoch = False
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
@@ -90,8 +113,10 @@ class RunSummary(L.Callback):
             {
                 "val/acc_best": _metric(trainer, "val/acc_best"),
                 "epochs": trainer.current_epoch,
-                "train_seconds": round(time.perf_counter() - self._fit_start, 2),
+                "train_seconds": round(self._fit_before + time.perf_counter() - self._fit_start, 2),
                 "images_per_second": round(self._images / self._loop_seconds, 1) if self._loop_seconds else None,
+                "train_images": self._images,
+                "parts": self._parts,
                 "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
                 "global_step": trainer.global_step,
                 "resumed_from": str(trainer.ckpt_path) if trainer.ckpt_path else None,
@@ -130,6 +155,20 @@ class RunSummary(L.Callback):
         if trainer.ckpt_path:
             self.results["tested_checkpoint"] = str(trainer.ckpt_path)
         self._write(trainer, pl_module)
+        if self.evaluates is not None:
+            self._record_in_evaluated_run(trainer)
+
+    @rank_zero_only
+    def _record_in_evaluated_run(self, trainer: L.Trainer) -> None:
+        """The test metrics into the evaluated fit run's results.json, with where they were measured."""
+        assert self.evaluates is not None
+        try:
+            fitted = read_results(self.evaluates)
+        except RunError as err:
+            rank_zero_warn(f"The test is not recorded in the evaluated run: {err}")
+            return
+        tested = {k: v for k, v in self.results.items() if k.startswith("test") or k == "tested_checkpoint"}
+        write_json_atomic(self.evaluates / RESULTS_FILE, {**fitted, **tested, "tested_in": str(run_dir(trainer))})
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -151,13 +190,10 @@ class RunSummary(L.Callback):
             **dict.fromkeys(("hardware", "estimate", "time_budget_minutes", "test_seconds")),
             **(report.record if (report := CostReport.of(trainer)) else {}),
             **self.results,
+            "evaluates": str(self.evaluates) if self.evaluates else None,
             "wall_seconds": round(seconds_since_process_start(), 1) or None,
         }
-        path = folder / RESULTS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(folder / RESULTS_FILE, results)
 
 
 class RunFigures(L.Callback):
@@ -285,15 +321,25 @@ def log_predictions_table(logger: WandbLogger, parts: list[list[Tensor] | None],
                          data=rows)  # fmt: skip
 
 
+ExportFormats = Literal["all", "pt2", "none"]
+
+
 class ExportBest(L.Callback):
     """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` and, where the ``onnx``
-    package is installed, ``<run>/model.onnx`` (see ``export.py``)."""
+    package is installed, ``<run>/model.onnx`` (see ``export.py``).
+
+    Args:
+        formats: ``all`` (both files), ``pt2`` (no ONNX: its export takes about a second) or ``none``.
+    """
+
+    def __init__(self, formats: ExportFormats = "all") -> None:
+        self.formats = formats
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = getattr(pl_module, "net", None)
         folder = run_dir(trainer)
-        if folder is None or not isinstance(net, torch.nn.Module):
+        if folder is None or not isinstance(net, torch.nn.Module) or self.formats == "none":
             return
         net = copy.deepcopy(net)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
@@ -303,6 +349,8 @@ class ExportBest(L.Callback):
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
         classes = getattr(pl_module, "class_names", ())
         export_net(net, folder / EXPORT_FILE, classes, meta)
+        if self.formats != "all":
+            return
         try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
             export_onnx(net, folder / ONNX_FILE, classes, meta)
         except Exception as err:

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cifar_lightning import sources
-from cifar_lightning.callbacks import ExportBest, RunFigures, RunSummary
+from cifar_lightning.callbacks import ExportBest, ExportFormats, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
     AtomicCheckpointIO,
@@ -114,6 +114,8 @@ class CIFARCLI(LightningCLI):
     def __init__(self, args: list[str], run: bool) -> None:
         self.fit_and_test = not run
         self.resume_from: str | None = None  # the checkpoint fit resumes from, resolved and checked
+        self.evaluated_run: Path | None = None  # the fit run whose checkpoint `test` evaluates
+        self.new_run_folder: Path | None = None  # the run folder this command created (not a resumed run's)
         self.exit_code = 0
         super().__init__(
             CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
@@ -147,6 +149,10 @@ class CIFARCLI(LightningCLI):
         parser.add_argument(
             "--ckpt_every_n_steps", type=int | None, default=None, help="Also save last.ckpt every N steps."
         )
+        parser.add_argument(
+            "--export", type=ExportFormats, default="all",
+            help="After fit, export the best network: model.pt2 and model.onnx (all), model.pt2 only, or none.",
+        )  # fmt: skip
         parser.add_argument(
             "--time_budget", type=float | None, default=None,
             help="Minutes the whole run may take, start to exit: the schedule follows the clock and ends annealed "
@@ -218,6 +224,8 @@ class CIFARCLI(LightningCLI):
         if in_run and self.subcommand in (None, "fit"):
             self.refuse_finished(path.parent.parent, checkpoint)
             return str(path), path.parent.parent.name, int(checkpoint.get("global_step", 0))
+        if in_run and self.subcommand == "test":
+            self.evaluated_run = path.parent.parent
         return str(path), None, None
 
     def refuse_finished(self, run: Path, checkpoint: dict[str, Any]) -> None:
@@ -252,7 +260,14 @@ class CIFARCLI(LightningCLI):
             self.config_init[self.subcommand].ckpt_path = ckpt  # what LightningCLI passes to trainer.fit/test
         self.resume_from = ckpt
         run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
+        if not resumed_run and not (root / model_name / run_id).exists():
+            self.new_run_folder = root / model_name / run_id
         callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        for callback in self.trainer_defaults["callbacks"]:  # LightningCLI adds these instances to the Trainer's
+            if isinstance(callback, RunSummary):
+                callback.evaluates = self.evaluated_run
+            if isinstance(callback, ExportBest):
+                callback.formats = cfg.get("export", "all")
         smoke_test = bool(cfg.trainer.fast_dev_run)  # Lightning logs nothing then; this writes nothing either
         if not smoke_test and cfg.trainer.enable_checkpointing is not False:
             callbacks += self.checkpoint_callbacks()
@@ -375,7 +390,7 @@ def main(args: list[str] | None = None) -> int:
 def _main(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     owns_run_id = RUN_ID_ENV not in os.environ  # False in DDP children, which inherit the parent's
-    cli, code = None, 1
+    cli, code, discard = None, 1, False
     try:
         argv = expand_model_flag(argv)
         run = bool(argv) and argv[0] in SUBCOMMANDS
@@ -389,6 +404,7 @@ def _main(args: list[str] | None = None) -> int:
     except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
+        discard = isinstance(err, DataError)  # bad data stops a run before it trained: leave no trace of it
     except (DivergedError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
     except NothingToDo as done:
@@ -396,7 +412,9 @@ def _main(args: list[str] | None = None) -> int:
         code = 0
     finally:
         if cli is not None:
-            finish_wandb(cli.trainer, code)
+            finish_wandb(cli.trainer, code, hint=not discard)
+            if discard and cli.new_run_folder is not None and not (cli.new_run_folder / "checkpoints").exists():
+                shutil.rmtree(cli.new_run_folder, ignore_errors=True)
         if owns_run_id:  # a second run in the same process gets a folder of its own
             os.environ.pop(RUN_ID_ENV, None)
     return code

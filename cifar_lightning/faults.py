@@ -71,7 +71,7 @@ class GracefulStop(L.Callback):
     During fit this replaces Lightning's SIGTERM handler, which broadcasts over the process group from inside the
     signal handler: a collective that can interleave with the step's own and leave DDP ranks stuck (issue 13). Here
     the handler only records the signal and forwards SIGTERM to the DDP workers Lightning started; the ranks then
-    decide together at the end of a step (one all-reduce, DDP only), so every rank stops at the same step and saves
+    decide together before each step (one all-reduce, DDP only), so every rank stops at the same step and saves
     the same checkpoint. A second Ctrl-C interrupts at once. ``signal_name``, ``step`` and ``checkpoint`` describe
     the stop for ``results.json``.
     """
@@ -104,7 +104,8 @@ class GracefulStop(L.Callback):
             if launcher is not None:  # the DDP workers Lightning started, which a terminal's Ctrl-C may not reach
                 launcher.kill(signal.SIGTERM)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Before the next step rather than after this one: every callback has seen the finished step by then.
         stop = self._received is not None
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)

@@ -138,15 +138,17 @@ class WandbRunSetup(L.Callback):
 
 
 @rank_zero_only
-def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0) -> None:
+def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0, hint: bool = True) -> None:
     """Closes the W&B run (marked failed for a non-zero ``exit_code``) so the next run in this process starts a new
-    one, and prints the sync hint offline."""
+    one, and, offline and with ``hint``, prints the command that uploads it: every part of it, when the run was
+    resumed (each part is its own offline-run folder)."""
     for logger in getattr(trainer, "loggers", []):
         run = getattr(logger, "_experiment", None)
         if not isinstance(logger, WandbLogger) or run is None:
             continue
         offline = run.settings.mode == "offline" if hasattr(run, "settings") else False
-        run_path = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the run folder
+        run_path = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the offline-run folder
         run.finish(exit_code=exit_code)
-        if offline:
-            rank_zero_info(f"W&B: offline run saved; upload it with: wandb sync {run_path}")
+        if offline and hint:
+            parts = sorted(run_path.parent.glob(f"offline-run-*-{run.id}")) or [run_path]
+            rank_zero_info(f"W&B: offline run saved; upload it with: wandb sync {' '.join(map(str, parts))}")

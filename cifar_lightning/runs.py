@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,14 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 class RunError(ValueError):
     """A folder that is not a finished run; the message names the folder and the missing file."""
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON at ``path``, through a temporary file and a rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) ->
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.log_every_n_steps", "1",
         "--seed_everything", "1", "--wandb", "false",
+        "--export", "pt2",  # the ONNX export (a second a run) is tested where it is the subject: test_export.py
     ]  # fmt: skip
 
 

@@ -60,6 +60,10 @@ def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path,
     tested = read_results(test_run)
     assert tested["test/acc"] == pytest.approx(fitted["test/acc"])
     assert tested["tested_checkpoint"] == fitted["best_checkpoint"]
+    assert tested["evaluates"] == str(fit_run)  # the evaluation names its run, and the run records it
+    refitted = read_results(fit_run)
+    assert refitted["test/acc"] == tested["test/acc"] and refitted["tested_in"] == str(test_run)
+    assert refitted["val/acc_best"] == fitted["val/acc_best"]  # the rest of the fit's record is kept
 
 
 def test_predict_subcommand_writes_the_predictions_to_its_run_folder(folder_dir: Path, tmp_path: Path) -> None:
@@ -136,7 +140,7 @@ def test_a_normal_run_prints_no_warning_a_user_cannot_act_on(
     folder_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     args = [*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_model_summary", "true", "--trainer.precision",
-            "bf16-mixed"]  # fmt: skip
+            "bf16-mixed", "--export", "all"]  # fmt: skip
     assert main(args) == 0
     messages = [str(w.message) for w in recwarn]
     for quiet in ("LeafSpec", "not supported by the model summary", "args parameter", "No complete tensor found"):
@@ -150,11 +154,16 @@ def test_unknown_model_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> 
     assert "Unknown --model 'resnet'" in err and "cnn" in err and "mlp" in err
 
 
-def test_missing_data_is_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_is_one_clear_message_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     args = [*tiny_args(tmp_path / "empty", tmp_path / "runs", "mlp"), "--data.download", "false"]
+    args[args.index("--wandb") + 1] = "true"
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No CIFAR-10 data in") and "Traceback" not in err
+    assert not list((tmp_path / "runs").glob("*/*"))  # no run folder, no offline W&B run to "sync"
+    assert "wandb sync" not in caplog.text
 
 
 def test_model_flag_expands_to_a_leading_config() -> None:

@@ -22,7 +22,7 @@ from cifar_lightning.modules import CIFAR10Classifier
 def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp(request.param)
     data = write_folder(tmp / "data")
-    assert main(tiny_args(data, tmp / "runs", request.param, epochs=2)) == 0
+    assert main([*tiny_args(data, tmp / "runs", request.param, epochs=2), "--export", "all"]) == 0
     [run] = run_dirs(tmp / "runs")
     return run
 
@@ -119,6 +119,6 @@ def test_failed_onnx_export_warns_and_the_run_still_succeeds(
 
     monkeypatch.setattr("cifar_lightning.callbacks.export_onnx", no_converter)
     with pytest.warns(UserWarning, match="ONNX export skipped .*No ONNX function found"):
-        assert main(tiny_args(folder_dir, tmp_path, "mlp")) == 0
+        assert main([*tiny_args(folder_dir, tmp_path, "mlp"), "--export", "all"]) == 0
     [run] = run_dirs(tmp_path)
     assert (run / "model.pt2").is_file() and not (run / "model.onnx").exists()

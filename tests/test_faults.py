@@ -83,6 +83,9 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     results = json.loads((run / "results.json").read_text())
     assert results["epochs"] == 3 and results["global_step"] == 3 * STEPS_PER_EPOCH
     assert results["resumed_from"] == str(run / "checkpoints/last.ckpt") and results["interrupted"] is None
+    # the whole run's figures: both parts' training images (steps after the checkpoint were redone), and speed
+    assert results["parts"] == 2 and results["train_images"] == 3 * STEPS_PER_EPOCH * 16
+    assert results["images_per_second"] > 0 and results["train_seconds"] > 0
     assert [row["epoch"] for row in metric_rows(run, "val/acc")] == ["0", "1", "2"]  # kept, and none twice
     steps = [row["step"] for row in metric_rows(run, "train/loss_step")]
     assert len(steps) == len(set(steps)) == 3 * STEPS_PER_EPOCH

@@ -62,8 +62,9 @@ def test_a_users_own_logger_is_added_to_the_runs_loggers(folder_dir: Path, tmp_p
     assert (run / "metrics.csv").is_file() and list(mine.glob("lightning_logs/version_0/metrics.csv"))
 
 
-def test_checkpointing_can_be_turned_off(folder_dir: Path, tmp_path: Path) -> None:
-    assert main([*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_checkpointing", "false"]) == 0
+def test_checkpointing_and_exports_can_be_turned_off(folder_dir: Path, tmp_path: Path) -> None:
+    args = [*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_checkpointing", "false", "--export", "none"]
+    assert main(args) == 0
     [run] = run_dirs(tmp_path)
-    assert not (run / "checkpoints").exists()
+    assert not (run / "checkpoints").exists() and not list(run.glob("model.*"))
     assert json.loads((run / "results.json").read_text())["test/acc"] is not None  # tested the last weights
