@@ -32,6 +32,7 @@ from torch import Tensor
 from cifar_lightning import plots
 from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
+from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, RunError, read_curves, read_results, write_json_atomic
 from cifar_lightning.timing import CostReport, seconds_since_process_start
@@ -45,6 +46,14 @@ def run_dir(trainer: L.Trainer) -> Path | None:
         return Path(trainer.default_root_dir)
     folder = getattr(logger, "log_dir", None) or logger.save_dir
     return Path(folder) if folder else None
+
+
+def classifier(pl_module: L.LightningModule) -> CIFAR10Classifier:
+    """``pl_module`` as what these callbacks read (``net``, ``class_names``, ``test_confusion``), typed, so that a
+    renamed attribute fails type checking and here, instead of a figure or export silently going missing."""
+    if not isinstance(pl_module, CIFAR10Classifier):
+        raise TypeError(f"These callbacks need a CIFAR10Classifier; got {type(pl_module).__name__}.")
+    return pl_module
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
@@ -145,7 +154,7 @@ class RunSummary(L.Callback):
             {"test/acc": _metric(trainer, "test/acc"), "test/loss": _metric(trainer, "test/loss"),
              "test/acc_top5": _metric(trainer, "test/acc_top5")}
         )  # fmt: skip
-        metrics, classes = trainer.callback_metrics, getattr(pl_module, "class_names", ())
+        metrics, classes = trainer.callback_metrics, classifier(pl_module).class_names
         for kind in ("acc", "precision", "f1"):
             self.results[f"test/{kind}_per_class"] = {
                 c: round(float(metrics[f"test/{kind}_{c}"]), 6) for c in classes if f"test/{kind}_{c}" in metrics
@@ -254,24 +263,24 @@ class RunFigures(L.Callback):
         for name, fig in figures.items():
             paths[name] = folder / f"{name}.png"
             fig.savefig(paths[name], dpi=110)
-        confusion = getattr(pl_module, "test_confusion", None) if test else None
+        confusion = classifier(pl_module).test_confusion if test else None
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_figures_to_wandb(logger, paths, confusion, pl_module)
                 if test:
                     log_predictions_table(
-                        logger, [self._mistakes, self._sample], list(getattr(pl_module, "class_names", ()))
+                        logger, [self._mistakes, self._sample], list(classifier(pl_module).class_names)
                     )
 
     def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
         """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
-        classes = list(getattr(pl_module, "class_names", ()))
+        classes = list(classifier(pl_module).class_names)
         model = type(pl_module).__name__.removesuffix("Classifier").lower()
         figures = {}
         curves = read_curves(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
         if curves:
             figures["learning_curves"] = plots.learning_curves({model: curves})
-        confusion = getattr(pl_module, "test_confusion", None)
+        confusion = classifier(pl_module).test_confusion
         if test and confusion is not None:
             counts = confusion.numpy()
             figures["confusion_matrix"] = plots.confusion_matrix(counts, classes)
@@ -298,7 +307,7 @@ def log_figures_to_wandb(
         counts = confusion.numpy()
         true, predicted = np.indices(counts.shape).reshape(2, -1)  # every (true, predicted) cell
         y_true, preds = np.repeat(true, counts.ravel()), np.repeat(predicted, counts.ravel())
-        class_names = list(getattr(pl_module, "class_names", ()))
+        class_names = list(classifier(pl_module).class_names)
         plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(), class_names=class_names)
         logger.experiment.log({"test/confusion_matrix": plot})
 
@@ -337,9 +346,9 @@ class ExportBest(L.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = getattr(pl_module, "net", None)
+        net = classifier(pl_module).net
         folder = run_dir(trainer)
-        if folder is None or not isinstance(net, torch.nn.Module) or self.formats == "none":
+        if folder is None or self.formats == "none":
             return
         net = copy.deepcopy(net)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
@@ -347,7 +356,7 @@ class ExportBest(L.Callback):
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
-        classes = getattr(pl_module, "class_names", ())
+        classes = classifier(pl_module).class_names
         export_net(net, folder / EXPORT_FILE, classes, meta)
         if self.formats != "all":
             return

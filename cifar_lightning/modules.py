@@ -6,6 +6,7 @@ knob appears as a typed flag (``--model.lr``) with a default tuned for that mode
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Literal, cast
@@ -35,6 +36,13 @@ WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance
 
 class DivergedError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the step and the likely causes."""
+
+
+def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The subclass's ``__init__`` arguments that ``CIFAR10Classifier`` takes, by name: passed on by keyword, a
+    parameter added to the base cannot shift the others."""
+    names = inspect.signature(CIFAR10Classifier.__init__).parameters
+    return {name: arguments[name] for name in names if name != "self"}
 
 
 class CIFAR10Classifier(L.LightningModule):
@@ -289,10 +297,7 @@ class MLPClassifier(CIFAR10Classifier):
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,
     ) -> None:
-        super().__init__(
-            num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
-            bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
-        )  # fmt: skip
+        super().__init__(**base_arguments(locals()))
         self.net = MLP(
             num_classes=num_classes,
             hidden_sizes=hidden_sizes,
@@ -331,10 +336,10 @@ class CNNClassifier(CIFAR10Classifier):
         channels_last: bool = True,
         compile: bool = False,
         num_classes: int = NUM_CLASSES,
-        lr: float = 0.5,
+        lr: float = 1.0,
         weight_decay: float = 1.3e-3,
         momentum: float = 0.85,
-        optimizer: Optimizer = "sgd",
+        optimizer: Optimizer = "muon",
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.23,
         label_smoothing: float = 0.2,
@@ -344,10 +349,7 @@ class CNNClassifier(CIFAR10Classifier):
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,
     ) -> None:
-        super().__init__(
-            num_classes, lr, weight_decay, momentum, optimizer, schedule, warmup_fraction, label_smoothing,
-            bias_lr_scale, lookahead, tta_level, muon_lr, muon_momentum,
-        )  # fmt: skip
+        super().__init__(**base_arguments(locals()))
         self.net = CNN(num_classes, widths, drop_rate, bn_momentum, head_scale, whiten)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor, nn
 
-from cifar_lightning.callbacks import run_dir
+from cifar_lightning.callbacks import classifier, run_dir
 from cifar_lightning.constants import CLASSES, IMAGE_SIZE
 from cifar_lightning.export import Normalized, load_exported
 from cifar_lightning.modules import CIFAR10Classifier, CNNClassifier, MLPClassifier
@@ -71,11 +71,17 @@ def load_classifier(path: Path) -> CIFAR10Classifier:
     hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise ModelFileError(f"{path} is not a cifar-lightning checkpoint: it holds no hyper_parameters.")
-    classes = {f"cifar_lightning.{c.__name__}": c for c in (MLPClassifier, CNNClassifier)}
-    classes |= {f"{c.__module__}.{c.__name__}": c for c in (MLPClassifier, CNNClassifier)}
-    default = CNNClassifier if "widths" in hparams else MLPClassifier
+    known = _subclasses(CIFAR10Classifier)
+    classes = {f"cifar_lightning.{c.__name__}": c for c in known} | {f"{c.__module__}.{c.__name__}": c for c in known}
+    default = CNNClassifier if "widths" in hparams else MLPClassifier  # checkpoints from before _class_path
     cls = classes.get(hparams.get("_class_path", ""), default)
     return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+
+
+def _subclasses(cls: type[CIFAR10Classifier]) -> list[type[CIFAR10Classifier]]:
+    """Every classifier defined so far (a model added to modules.py is found without a change here)."""
+    found = cls.__subclasses__()
+    return found + [sub for child in found for sub in _subclasses(child)]
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, list[str]]:
@@ -131,7 +137,7 @@ class PredictionWriter(BasePredictionWriter):
         if folder is None or not self._rows:
             return
         name = "predictions.csv" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
-        classes = list(getattr(pl_module, "class_names", CLASSES))
+        classes = list(classifier(pl_module).class_names)
         path, tmp = folder / name, folder / f".{name}.tmp"
         folder.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", newline="") as f:

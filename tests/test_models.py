@@ -37,6 +37,16 @@ def test_nets_map_images_to_logits(net: torch.nn.Module) -> None:
     assert count_parameters(net) > 0
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_every_trainable_parameter_gets_a_gradient(name: str) -> None:
+    """No dead weight: a parameter that the loss never reaches would be trained by weight decay alone."""
+    module = MODELS[name]()
+    module.train()
+    torch.nn.functional.cross_entropy(module(torch.randn(8, 3, 32, 32)), torch.arange(8)).backward()
+    dead = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not dead, f"{name}: no gradient reaches {dead}"
+
+
 def test_cnn_has_the_seed_architecture_parts() -> None:
     kinds = {type(m) for m in CNN().modules()}
     assert {torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.Dropout} <= kinds
