@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from cifar_lightning import MEAN, STD, CIFAR10DataModule
-from cifar_lightning.data import _InMemory
+from cifar_lightning.sampling import _InMemory
 
 BATCH = 256
 

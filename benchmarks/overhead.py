@@ -28,10 +28,10 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
-from cifar_lightning.data import _InMemory
 from cifar_lightning.hardware import DefaultPrecision, default_precision
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.optim import build_optimizer, lr_factor
+from cifar_lightning.sampling import _InMemory
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from cifar_lightning import plots
-from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
+from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, Normalization, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
@@ -268,9 +268,9 @@ class RunFigures(L.Callback):
             if isinstance(logger, WandbLogger):
                 log_figures_to_wandb(logger, paths, confusion, pl_module)
                 if test:
-                    log_predictions_table(
-                        logger, [self._mistakes, self._sample], list(classifier(pl_module).class_names)
-                    )
+                    module = classifier(pl_module)
+                    parts = [self._mistakes, self._sample]
+                    log_predictions_table(logger, parts, list(module.class_names), module.input_normalization)
 
     def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
         """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
@@ -289,8 +289,9 @@ class RunFigures(L.Callback):
         if test and self._mistakes is not None and len(self._mistakes[0]):
             confidence, images, true, predicted = self._mistakes
             figures["mistakes"] = plots.mistakes_grid(
-                images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes
-            )
+                images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes,
+                normalization=classifier(pl_module).input_normalization,
+            )  # fmt: skip
         return figures
 
 
@@ -312,7 +313,9 @@ def log_figures_to_wandb(
         logger.experiment.log({"test/confusion_matrix": plot})
 
 
-def log_predictions_table(logger: WandbLogger, parts: list[list[Tensor] | None], classes: list[str]) -> None:
+def log_predictions_table(
+    logger: WandbLogger, parts: list[list[Tensor] | None], classes: list[str], normalization: Normalization
+) -> None:
     """``test/predictions``, a W&B table (image, truth, prediction, confidence, mistake) of the most confident
     mistakes and the first test images, as W&B's Lightning examples log it."""
     import wandb
@@ -322,7 +325,12 @@ def log_predictions_table(logger: WandbLogger, parts: list[list[Tensor] | None],
         if part is None:
             continue
         confidence, images, true, predicted = part
-        columns = (plots.to_uint8(images.numpy()), true.tolist(), predicted.tolist(), confidence.tolist())
+        columns = (
+            plots.to_uint8(images.numpy(), normalization),
+            true.tolist(),
+            predicted.tolist(),
+            confidence.tolist(),
+        )
         for image, t, p, c in zip(*columns, strict=True):
             rows.append([wandb.Image(image.transpose(1, 2, 0)), classes[t], classes[p], round(c, 4), mistake or t != p])
     if rows:
@@ -357,11 +365,12 @@ class ExportBest(L.Callback):
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
         classes = classifier(pl_module).class_names
-        export_net(net, folder / EXPORT_FILE, classes, meta)
+        normalization = classifier(pl_module).input_normalization
+        export_net(net, folder / EXPORT_FILE, classes, meta, normalization)
         if self.formats != "all":
             return
         try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
-            export_onnx(net, folder / ONNX_FILE, classes, meta)
+            export_onnx(net, folder / ONNX_FILE, classes, meta, normalization)
         except Exception as err:
             reason = (str(err).splitlines() or [""])[0]
             rank_zero_warn(f"ONNX export skipped ({type(err).__name__}: {reason}); {EXPORT_FILE} is written.")

@@ -14,87 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from cifar_lightning import sources
 from cifar_lightning.augment import PaddingMode, normalize, padding_problem, random_crop_flip
 from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD, TRAIN_SIZE
+from cifar_lightning.sampling import Batch, ShardedBatchSampler, _InMemory
 from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
 
-Batch = tuple[Tensor, Tensor]
 Transform = Callable[[Tensor], Tensor]  # a uint8 batch (B, 3, 32, 32) on its device -> the model's float input
-
-
-class _InMemory(Dataset[Batch]):
-    """Indexed with a whole batch of indices at once, so a batch costs one gather instead of B Python calls.
-
-    An index may come with a mask of images to mirror (``ShardedBatchSampler`` with ``alternate_flip``).
-    """
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: Tensor | tuple[Tensor, Tensor]) -> Batch:  # type: ignore[override]
-        # index_select, not images[index]: the same rows, about 10x faster for a batch of a uint8 tensor on CPU
-        if isinstance(index, tuple):
-            index, mirror = index
-            images = self.images.index_select(0, index)
-            return torch.where(mirror.view(-1, 1, 1, 1), images.flip(-1), images), self.labels.index_select(0, index)
-        return self.images.index_select(0, index), self.labels.index_select(0, index)
-
-
-class ShardedBatchSampler(DistributedSampler):
-    """Yields one index tensor per batch from this rank's shard of a seeded (per-epoch) permutation.
-
-    It subclasses DistributedSampler only so that Lightning sees the loader as already sharded and does not wrap it;
-    it still calls ``set_epoch`` every epoch, which reshuffles. Training shards (``even=True``) have equal sizes so
-    every rank runs the same number of steps (DDP would hang otherwise); evaluation shards cover every sample exactly
-    once, so metrics synchronized over ranks equal the single-process ones.
-
-    With ``alternate_flip`` each index batch comes with a mirror mask: a seeded coin per image in epoch 0, then its
-    complement, then the coin again, so that every image is seen both ways in any two consecutive epochs
-    (airbench's alternating flip; random flips leave a quarter of the images unmirrored, or always mirrored, over
-    two epochs).
-    """
-
-    def __init__(
-        self, dataset: _InMemory, batch_size: int, shuffle: bool, drop_last: bool, even: bool, seed: int, rank: int,
-        world_size: int, alternate_flip: bool = False,
-    ) -> None:  # fmt: skip
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-        self.batch_size, self.drop_last_batch, self.even = batch_size, drop_last, even
-        self.alternate_flip = alternate_flip
-
-    def _shard(self) -> Tensor:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(n)
-        shard = order[self.rank :: self.num_replicas]
-        return shard[: n // self.num_replicas] if self.even else shard
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        batches = list(self._shard().split(self.batch_size))
-        if self.drop_last_batch and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        if not self.alternate_flip:
-            return iter(batches)
-        coins = torch.rand(len(self.dataset), generator=torch.Generator().manual_seed(self.seed)) < 0.5  # type: ignore[arg-type]
-        mirror = coins ^ bool(self.epoch % 2)
-        return iter([(b, mirror[b]) for b in batches])
-
-    def __len__(self) -> int:
-        size = len(self._shard())
-        return size // self.batch_size if self.drop_last_batch else -(-size // self.batch_size)
 
 
 class CIFAR10DataModule(L.LightningDataModule):
@@ -170,13 +104,35 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.data_val: _InMemory | None = None
         self.data_test: _InMemory | None = None
         self.shuffle = shuffle
+        self._tensors: dict[str, tuple[Tensor, Tensor]] = {}  # from_tensors: splits given in memory, not on disk
         self.train_transforms: Transform | None = None
         self.val_transforms: Transform | None = None
         self.test_transforms: Transform | None = None
 
+    @classmethod
+    def from_tensors(
+        cls, images: Tensor, labels: Tensor, test_images: Tensor | None = None, test_labels: Tensor | None = None,
+        **kwargs: Any,
+    ) -> CIFAR10DataModule:  # fmt: skip
+        """A DataModule over images already in memory: uint8 ``(N, 3, 32, 32)`` and int64 labels, for the training
+        split (held out for validation as ``val_split`` says) and optionally a test split. No files, no cache; the
+        loaders, sharding and batched transforms are the usual ones. ``kwargs``: the other ``__init__`` arguments."""
+        given = {"train": (images, labels)} | ({} if test_images is None else {"test": (test_images, test_labels)})
+        for split, (x, y) in given.items():
+            if x.dtype != torch.uint8 or tuple(x.shape[1:]) != IMAGE_SHAPE or y is None or len(x) != len(y):
+                raise ValueError(
+                    f"from_tensors: the {split} images must be uint8 (N, 3, 32, 32) with N labels; got "
+                    f"{x.dtype} {tuple(x.shape)} and {None if y is None else tuple(y.shape)} labels."
+                )
+        dm = cls(download=False, **kwargs)
+        dm._tensors = {split: (x, y.long()) for split, (x, y) in given.items() if y is not None}
+        return dm
+
     # ---- data on disk ----
     def prepare_data(self) -> None:
         """Runs once per node: download or unpack if needed, then decode every split into the cache."""
+        if self._tensors:
+            return
         if not self.data_dir.is_dir() and self.data_dir.exists():
             raise DataError(f"data_dir {self.data_dir} is a file, not a folder. {ACCEPTED_LAYOUTS}")
         if self.data_dir.is_dir() and not _readable(self.data_dir):
@@ -196,9 +152,11 @@ class CIFAR10DataModule(L.LightningDataModule):
                 self._load(split)
 
     def has_test_split(self) -> bool:
-        return sources.has_split(self.data_dir, "test")
+        return "test" in self._tensors if self._tensors else sources.has_split(self.data_dir, "test")
 
     def _load(self, split: SplitName) -> tuple[Tensor, Tensor]:
+        if self._tensors:
+            return self._tensors[split]
         cache_dir = self.cache_dir or sources.default_cache_dir(self.data_dir)
         return sources.load_split(self.data_dir, split, cache_dir)
 
@@ -209,6 +167,12 @@ class CIFAR10DataModule(L.LightningDataModule):
             return len(self.data_train)
         n_val = round(self.val_split * TRAIN_SIZE) if isinstance(self.val_split, float) else self.val_split
         return TRAIN_SIZE - n_val
+
+    @property
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The (mean, std) ``transform`` normalizes with, or None (``normalize=False``: inputs scaled to 0..1). The
+        LightningModule records it in its checkpoints, for the export, predict and the figures."""
+        return (MEAN, STD) if self.normalize else None
 
     def default_transforms(self) -> Transform:
         """The built-in evaluation transform: uint8 batch -> normalized float batch."""

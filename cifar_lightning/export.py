@@ -23,59 +23,72 @@ import torch
 from torch import Tensor, nn
 
 from cifar_lightning.constants import IMAGE_SHAPE, MEAN, STD
+from cifar_lightning.files import atomic_target
 
 META_FILE = "cifar_lightning.json"
 EXPORT_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
 
 
+# The per-channel (mean, std) the network was trained behind, or None for plain 0..1 inputs: what the DataModule
+# applied (``CIFAR10DataModule.input_normalization``), recorded by the LightningModule in its checkpoints.
+Normalization = tuple[Sequence[float], Sequence[float]] | None
+
+
 class Normalized(nn.Module):
-    """``net`` behind the CIFAR-10 normalization, so that callers feed plain 0..1 images."""
+    """``net`` behind its input normalization (CIFAR-10's unless told otherwise), so callers feed plain 0..1 images."""
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, normalization: Normalization = (MEAN, STD)) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        mean, std = normalization or ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net((x - self.mean) / self.std)
 
 
-def _portable(net: nn.Module) -> nn.Module:
-    """An eval-mode, fp32, CPU copy of ``net`` behind the normalization; the original is left as it was."""
-    return Normalized(copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)).eval()
+def _portable(net: nn.Module, normalization: Normalization) -> nn.Module:
+    """An eval-mode, fp32, CPU copy of ``net`` behind its normalization; the original is left as it was."""
+    plain = copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)
+    return Normalized(plain, normalization).eval()
 
 
-def _metadata(classes: Sequence[str], extra: dict[str, Any] | None) -> dict[str, Any]:
+def _metadata(classes: Sequence[str], extra: dict[str, Any] | None, normalization: Normalization) -> dict[str, Any]:
     return {
         "classes": list(classes),
         "input": "float32 RGB images (N, 3, 32, 32) scaled to 0..1; normalization is inside the model",
-        "mean": list(MEAN),
-        "std": list(STD),
+        "mean": list(normalization[0]) if normalization else None,
+        "std": list(normalization[1]) if normalization else None,
         "output": "logits (N, num_classes)",
         **(extra or {}),
     }
 
 
-def export_net(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None) -> Path:
+def export_net(
+    net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None,
+    normalization: Normalization = (MEAN, STD),
+) -> Path:  # fmt: skip
     """Exports ``net`` with ``torch.export`` to ``path`` (``.pt2``), with a dynamic batch size."""
     example = torch.rand(2, *IMAGE_SHAPE)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(_portable(net), (example,), dynamic_shapes=({0: batch},))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch warns about any name not ending in .pt2
-    with warnings.catch_warnings():  # torch 2.14 warns that no tensor group is "complete": about GPU weights only
+    program = torch.export.export(_portable(net, normalization), (example,), dynamic_shapes=({0: batch},))
+    meta = json.dumps(_metadata(classes, extra, normalization))
+    with atomic_target(path, keep_suffix=True) as tmp, warnings.catch_warnings():
+        # torch 2.14 warns that no tensor group is "complete", which is about weights on a GPU only
         warnings.filterwarnings("ignore", "No complete tensor found in the group", UserWarning)
-        torch.export.save(program, tmp, extra_files={META_FILE: json.dumps(_metadata(classes, extra))})
-    tmp.replace(path)  # never leave a half-written model behind
+        torch.export.save(program, tmp, extra_files={META_FILE: meta})
     return path
 
 
-def export_onnx(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None) -> Path | None:
+def export_onnx(
+    net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None,
+    normalization: Normalization = (MEAN, STD),
+) -> Path | None:  # fmt: skip
     """Also an ONNX file, input ``images`` and output ``logits``, metadata in its ``metadata_props``; only where the
     ``onnx`` and ``onnxscript`` packages (what torch's exporter needs) are installed, else None."""
     try:
@@ -84,15 +97,15 @@ def export_onnx(net: nn.Module, path: Path, classes: Sequence[str], extra: dict[
     except ImportError:
         return None
     batch = torch.export.Dim("batch", min=1, max=65536)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(
-        _portable(net), (torch.rand(2, *IMAGE_SHAPE),), tmp, input_names=["images"], output_names=["logits"],
-        dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,  # no 8 lines of progress
-    )  # fmt: skip
-    model = onnx.load(tmp)
-    onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra))})
-    onnx.save(model, tmp)
-    tmp.replace(path)
+    with atomic_target(path, keep_suffix=True) as tmp:  # onnx.save picks the format from the suffix
+        torch.onnx.export(
+            _portable(net, normalization), (torch.rand(2, *IMAGE_SHAPE),), tmp, input_names=["images"],
+            output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+            verbose=False,  # else 8 lines of progress on every run
+        )  # fmt: skip
+        model = onnx.load(tmp)
+        onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra, normalization))})
+        onnx.save(model, tmp)
     return path
 
 

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cifar_lightning.files import atomic_target
 from cifar_lightning.runs import RESULTS_FILE
 
 LAST = "last.ckpt"
@@ -35,7 +36,7 @@ class CheckpointWriteError(OSError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.<pid>.tmp`` in the target's folder, ``fsync``, then ``os.replace``.
+    """``torch.save`` to a temporary file in the target's folder, ``fsync``, then rename (``files.atomic_target``).
 
     Lightning's own save goes through a temporary file in the system temp folder and ``shutil.move``, which is a
     copy, and so not atomic, whenever that folder is on another file system than the run (a tmpfs /tmp, a cluster's
@@ -47,22 +48,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with atomic_target(target) as tmp, open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+                os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
         except OSError as err:  # a full disk, a lost mount, a quota
             raise CheckpointWriteError(
                 f"Could not write the checkpoint {target} ({err.strerror or err}); the checkpoints written before it "
                 "are kept. Free space (or point --trainer.default_root_dir at another disk), then resume with "
                 "--ckpt_path last."
             ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 class GracefulStop(L.Callback):

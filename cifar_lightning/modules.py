@@ -25,7 +25,8 @@ from torchmetrics.classification import (
 )
 
 from cifar_lightning.augment import tta_logits
-from cifar_lightning.constants import CLASSES, NUM_CLASSES
+from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
+from cifar_lightning.export import Normalization
 from cifar_lightning.nets import CNN, MLP
 from cifar_lightning.optim import Lookahead, Optimizer, Schedule, build_optimizer, lr_factor, lr_factor_at
 from cifar_lightning.timing import TimeBudget
@@ -113,6 +114,7 @@ class CIFAR10Classifier(L.LightningModule):
         self.train_loss = MeanMetric()
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
         self.lookahead = Lookahead()
+        self.input_normalization: Normalization = (MEAN, STD)  # the DataModule's, set when fit starts
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -195,9 +197,17 @@ class CIFAR10Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lookahead"] = self.lookahead.state_dict()  # else a resumed run would restart the average
+        checkpoint["input_normalization"] = self.input_normalization
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
+        self.input_normalization = checkpoint.get("input_normalization", (MEAN, STD))  # older ones: CIFAR's
+
+    def on_fit_start(self) -> None:
+        # The inputs' scaling has one owner, the DataModule; the network learns on it, so its record travels here.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "input_normalization"):
+            self.input_normalization = datamodule.input_normalization  # type: ignore[union-attr]
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's accuracy

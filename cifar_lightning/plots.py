@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cifar_lightning.constants import MEAN, STD
+from cifar_lightning.export import Normalization
 
 Curve = Sequence[tuple[int, float]]  # (epoch, value) pairs
 Accuracies = Mapping[str, Mapping[str, float | None]]  # run -> {metric name: value}
@@ -100,11 +101,11 @@ def per_class_bars(values: Mapping[str, Mapping[str, float]], ylabel: str = "tes
 
 def mistakes_grid(
     images: np.ndarray, true: Sequence[int], predicted: Sequence[int], confidence: Sequence[float],
-    classes: Sequence[str], columns: int = 8,
+    classes: Sequence[str], columns: int = 8, normalization: Normalization = (MEAN, STD),
 ) -> Figure:  # fmt: skip
-    """A grid of images ``(N, 3, 32, 32)`` (uint8, or floats normalized with the CIFAR mean/std) titled
-    ``true -> predicted (confidence)``; red titles mark mistakes."""
-    pixels = to_uint8(images)
+    """A grid of images ``(N, 3, 32, 32)`` (uint8, or model inputs: floats normalized with ``normalization``, or
+    0..1 where it is None) titled ``true -> predicted (confidence)``; red titles mark mistakes."""
+    pixels = to_uint8(images, normalization)
     rows = max(1, -(-len(pixels) // columns))
     fig = Figure(figsize=(1.6 * columns, 1.9 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
@@ -132,9 +133,11 @@ def _draw_accuracy_bars(ax: Axes, accuracies: Accuracies) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Images as uint8 pixels: uint8 passes through, floats are taken as CIFAR-normalized and mapped back."""
+def to_uint8(images: np.ndarray, normalization: Normalization = (MEAN, STD)) -> np.ndarray:
+    """Images as uint8 pixels: uint8 passes through; floats are model inputs, mapped back through ``normalization``
+    (the (mean, std) they were normalized with, or None for 0..1)."""
     if images.dtype == np.uint8:
         return images
-    mean, std = np.asarray(MEAN).reshape(1, 3, 1, 1), np.asarray(STD).reshape(1, 3, 1, 1)
-    return np.clip((images * std + mean) * 255 + 0.5, 0, 255).astype(np.uint8)
+    mean, std = normalization or ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    mean_, std_ = np.asarray(mean).reshape(1, 3, 1, 1), np.asarray(std).reshape(1, 3, 1, 1)
+    return np.clip((images * std_ + mean_) * 255 + 0.5, 0, 255).astype(np.uint8)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from cifar_lightning.callbacks import classifier, run_dir
 from cifar_lightning.constants import CLASSES, IMAGE_SIZE
 from cifar_lightning.export import Normalized, load_exported
+from cifar_lightning.files import atomic_target
 from cifar_lightning.modules import CIFAR10Classifier, CNNClassifier, MLPClassifier
 
 TOP_K = 3
@@ -86,7 +86,7 @@ def _subclasses(cls: type[CIFAR10Classifier]) -> list[type[CIFAR10Classifier]]:
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, list[str]]:
     module = load_classifier(path)
-    return Normalized(module.net).eval(), list(module.class_names)
+    return Normalized(module.net, module.input_normalization).eval(), list(module.class_names)
 
 
 def read_image(path: Path) -> Tensor:
@@ -138,13 +138,11 @@ class PredictionWriter(BasePredictionWriter):
             return
         name = "predictions.csv" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
         classes = list(classifier(pl_module).class_names)
-        path, tmp = folder / name, folder / f".{name}.tmp"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", newline="") as f:
+        path = folder / name
+        with atomic_target(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "label", "predicted", "confidence", *(f"p_{c}" for c in classes)])
             writer.writerows(self._rows)
-        os.replace(tmp, path)
         print(f"Predictions for {len(self._rows)} images: {path}")
 
 

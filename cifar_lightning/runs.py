@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from cifar_lightning.files import atomic_target
 
 RESULTS_FILE = "results.json"  # written by callbacks.RunSummary
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
@@ -20,10 +21,8 @@ class RunError(ValueError):
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """``data`` as JSON at ``path``, through a temporary file and a rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

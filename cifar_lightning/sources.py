@@ -40,6 +40,7 @@ from cifar_lightning.constants import (
     TEST_BATCH,
     TRAIN_BATCHES,
 )
+from cifar_lightning.files import atomic_target
 
 SplitName = Literal["train", "test"]
 SourceKind = Literal["batches", "folder", "archive"]
@@ -206,14 +207,8 @@ def _read_cache(path: Path) -> tuple[Tensor, Tensor] | str:
 
 
 def _save_atomic(obj: dict[str, Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_split(data_dir: Path, split: SplitName, cache_dir: Path) -> tuple[Tensor, Tensor]:

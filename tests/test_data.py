@@ -18,7 +18,7 @@ from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier, sources
 from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
 from cifar_lightning.cli import main
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
-from cifar_lightning.data import ShardedBatchSampler, _InMemory
+from cifar_lightning.sampling import ShardedBatchSampler, _InMemory
 
 
 def all_train_images(dm: CIFAR10DataModule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +198,21 @@ def test_a_lightning_bolts_style_script_runs_against_it(folder_dir: Path, tmp_pa
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm)
     assert seen == {"train": 80, "val": 20, "test": 40}
+
+
+def test_from_tensors_trains_and_tests_on_images_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default data_dir, ./data, must stay untouched
+    images, labels = make_images(10, seed=3)
+    x, y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    dm = CIFAR10DataModule.from_tensors(x, y, x[:30], y[:30], val_split=20, batch_size=16)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    model = MLPClassifier(hidden_sizes=(16,), whiten=False)
+    trainer.fit(model, datamodule=dm)
+    [result] = trainer.test(model, datamodule=dm, verbose=False)
+    assert dm.num_samples == 80 and 0 <= result["test/acc"] <= 1 and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"uint8 \(N, 3, 32, 32\) with N labels; got torch.float32"):
+        CIFAR10DataModule.from_tensors(x.float(), y)
 
 
 def test_loader_yields_uint8_batches_without_a_trainer(batches_dir: Path) -> None:

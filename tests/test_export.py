@@ -11,7 +11,7 @@ import torch
 from conftest import make_images, run_dirs, tiny_args, write_folder
 from PIL import Image
 
-from cifar_lightning import CIFAR10DataModule, predict
+from cifar_lightning import CIFAR10DataModule, plots, predict
 from cifar_lightning.cli import main
 from cifar_lightning.constants import CLASSES
 from cifar_lightning.export import export_net, load_exported
@@ -50,6 +50,26 @@ def test_exported_model_matches_the_checkpoint(trained_run: Path) -> None:
         expected = module(dm.transform(images, train=False))
         got = exported(images.float() / 255)
     assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_without_normalization_the_export_predict_and_figures_follow_the_data(folder_dir: Path, tmp_path: Path) -> None:
+    """``--data.normalize false``: the network learned on 0..1 inputs, so nothing downstream may normalize them."""
+    assert main([*tiny_args(folder_dir, tmp_path, "cnn"), "--data.normalize", "false"]) == 0
+    [run] = run_dirs(tmp_path)
+    module = checkpoint_model(run)
+    assert module.input_normalization is None
+    images = torch.from_numpy(make_images(2, seed=7)[0]).permute(0, 3, 1, 2).contiguous()
+    inputs = CIFAR10DataModule(normalize=False).transform(images, train=False)  # what the network was trained on
+    exported, meta = load_exported(run / "model.pt2")
+    from_checkpoint, _ = predict.load_model(run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        expected = checkpoint_model(run)(inputs)
+        assert (exported(images.float() / 255) - expected).abs().max().item() <= 1e-4
+    assert meta["mean"] is None and meta["std"] is None
+    last = predict.load_classifier(run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        assert torch.allclose(from_checkpoint(images.float() / 255), last(inputs), atol=1e-4)
+    assert np.array_equal(plots.to_uint8(inputs.numpy(), None), images.numpy())  # the mistakes grid's pixels
 
 
 def test_predict_gives_the_in_memory_models_classes(

@@ -23,6 +23,9 @@ from cifar_lightning.loggers import wandb_run_id
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 STEPS_PER_EPOCH = 5  # tiny_args: 100 training images, 20 held out, batches of 16
+# Variants of a case the default suite already covers, kept under `-m slow` so that the default suite stays within
+# its 3 minutes on 2 cores of either CPU class.
+SLOW = pytest.mark.slow
 
 
 def subprocess_env() -> dict[str, str]:
@@ -62,7 +65,8 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
 
 
 @pytest.mark.parametrize(
-    ("interval", "saved_step"), [(["--ckpt_every_n_steps", "2"], 6), (["--ckpt_every_minutes", "1e-6"], 7)]
+    ("interval", "saved_step"),
+    [(["--ckpt_every_n_steps", "2"], 6), pytest.param(["--ckpt_every_minutes", "1e-6"], 7, marks=SLOW)],
 )
 def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     interval: list[str], saved_step: int, folder_dir: Path, tmp_path: Path
@@ -263,7 +267,10 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     assert len(list(run.glob("wandb/offline-run-*"))) == 1 and (run / "results.json").is_file()
 
 
-@pytest.mark.parametrize(("name", "rank", "code"), [("SIGTERM", None, 143), ("SIGTERM", 0, 143), ("SIGINT", 0, 130)])
+@pytest.mark.parametrize(
+    ("name", "rank", "code"),
+    [("SIGTERM", None, 143), pytest.param("SIGTERM", 0, 143, marks=SLOW), pytest.param("SIGINT", 0, 130, marks=SLOW)],
+)
 def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
     name: str, rank: int | None, code: int, folder_dir: Path, tmp_path: Path
 ) -> None:
@@ -295,7 +302,7 @@ def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_pat
     assert proc.stderr.count("train/loss became") == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", [pytest.param("mlp", marks=SLOW), "cnn"])
 def test_same_seed_same_metrics_to_the_last_digit(model: str, folder_dir: Path, tmp_path: Path) -> None:
     texts = []
     for out in (tmp_path / "a", tmp_path / "b"):
