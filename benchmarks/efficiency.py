@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 import torch.nn.functional as F
 import yaml
-from overhead import CLASSES, REPO, load_config
+from overhead import MODEL_CLASSES, REPO, load_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_lightning.hardware import default_precision, describe
@@ -88,7 +88,7 @@ def measure(
 ) -> dict[str, float]:  # fmt: skip
     model_args, _ = load_config(model)
     class_path = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())["model"]["class_path"]
-    module = CLASSES["mlp" if class_path.endswith("MLPClassifier") else "cnn"](**{**model_args, **overrides})
+    module = MODEL_CLASSES["mlp" if class_path.endswith("MLPClassifier") else "cnn"](**{**model_args, **overrides})
     module.to(device)
     hp = module.hparams
     opt = build_optimizer(

@@ -34,7 +34,7 @@ from cifar_lightning.optim import build_optimizer, lr_factor
 from cifar_lightning.sampling import _InMemory
 
 REPO = Path(__file__).resolve().parent.parent
-CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
+MODEL_CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
 
 
 def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -108,7 +108,7 @@ def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: Def
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=sorted(CLASSES), default="cnn")
+    parser.add_argument("--model", choices=sorted(MODEL_CLASSES), default="cnn")
     parser.add_argument("--images", type=int, default=None, help="images per epoch (default: 10,240 cnn, 45,000 mlp)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -123,7 +123,7 @@ def main() -> None:
 
     def fresh() -> CIFAR10Classifier:
         torch.manual_seed(0)
-        return CLASSES[args.model](**model_args)
+        return MODEL_CLASSES[args.model](**model_args)
 
     plain_epoch(fresh(), dm, precision), lightning_epoch(fresh(), dm, precision)  # warm-up both paths
     times: dict[str, list[float]] = {"plain": [], "lightning": []}

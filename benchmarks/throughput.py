@@ -19,7 +19,7 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from overhead import CLASSES, EpochTimer, InMemoryData, load_config
+from overhead import MODEL_CLASSES, EpochTimer, InMemoryData, load_config
 
 from cifar_lightning.hardware import default_precision
 
@@ -32,7 +32,7 @@ def measure(model: str, images: int, accelerator: str) -> dict[str, float]:
     x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (images,), generator=gen)
     dm = InMemoryData(x, y, val_count=VAL, **data_args)
-    module = CLASSES[model](**model_args)
+    module = MODEL_CLASSES[model](**model_args)
     timer = EpochTimer()
     precision = default_precision(accelerator)
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,12 +44,13 @@ def random_crop_flip(
     if problem := padding_problem(padding, padding_mode, min(h, w)):
         raise ValueError(problem + ".")
     # One draw per image picks its (dy, dx, mirrored) at once: uniform over the table's rows, so the three are
-    # independent and uniform, as in torchvision. Looking the pixel indices up is 5x cheaper than computing them.
+    # independent and uniform, as in torchvision. Looking the pixel indices up is cheaper than computing them
+    # (benchmarks/data_pipeline.py measures it).
     table, keep = _crop_flip_table(h, w, padding, flip, padding_mode == "reflect", images.device)
     choice = torch.randint(0, len(table), (b,), device=images.device)
     index = table.index_select(0, choice).view(b, 1, h * w).expand(b, c, h * w)  # shared by all channels
     out = images.flatten(2).gather(2, index)
-    if keep is not None:  # zero padding: blank the pixels shifted in (a multiply: 30x faster than masked_fill_)
+    if keep is not None:  # zero padding: blank the pixels shifted in (a multiply, far cheaper than masked_fill_)
         out.mul_(keep.index_select(0, choice).to(out.dtype))
     return out.view(b, c, h, w)
 
@@ -70,8 +71,7 @@ def _crop_flip_table(
     """Flat pixel indices into the unpadded image, ``(choices, h * w)``, one row per (dy, dx[, mirrored]) choice;
     and for zero padding a ``(choices, 1, h * w)`` uint8 mask, 0 where a pixel falls outside the image (else None).
 
-    Indexing the unpadded image skips a padded copy of every batch (1.2 MB for 256 images with 4-pixel padding):
-    on the 2-core CPU of benchmarks/RESULTS.md that made the whole pipeline about 7% faster.
+    Indexing the unpadded image skips a padded copy of every batch (benchmarks/RESULTS.md has what it saved).
     A constant (1.3 MB for 32x32 with 4-pixel shifts and flips), cached per device so each batch only looks it up.
     """
     shifts = torch.arange(-padding, padding + 1, device=device)

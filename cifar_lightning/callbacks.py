@@ -34,7 +34,15 @@ from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, Normalization, export
 from cifar_lightning.faults import GracefulStop
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
-from cifar_lightning.runs import METRICS_FILE, RESULTS_FILE, RunError, read_curves, read_results, write_json_atomic
+from cifar_lightning.runs import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    RunError,
+    model_name,
+    read_curves,
+    read_results,
+    write_json_atomic,
+)
 from cifar_lightning.timing import CostReport, seconds_since_process_start
 
 
@@ -186,7 +194,7 @@ class RunSummary(L.Callback):
             return
         datamodule = getattr(trainer, "datamodule", None)
         results = {
-            "model": type(pl_module).__name__.removesuffix("Classifier").lower(),
+            "model": model_name(pl_module),
             "model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "parameters": count_parameters(pl_module),
             "precision": str(trainer.precision),
@@ -275,7 +283,7 @@ class RunFigures(L.Callback):
     def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
         """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
         classes = list(classifier(pl_module).class_names)
-        model = type(pl_module).__name__.removesuffix("Classifier").lower()
+        model = model_name(pl_module)
         figures = {}
         curves = read_curves(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
         if curves:

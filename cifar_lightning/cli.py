@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from cifar_lightning import sources
+from cifar_lightning import runs, sources
 from cifar_lightning.callbacks import ExportBest, ExportFormats, RunFigures, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
@@ -253,7 +253,7 @@ class CIFARCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._cfg()
-        model_name = type(self.model).__name__.removesuffix("Classifier").lower()
+        model_name = runs.model_name(self.model)
         root = Path(cfg.trainer.default_root_dir or "runs")
         ckpt, resumed_run, resume_step = self.resolve_checkpoint(root, model_name)
         if ckpt is not None and self.subcommand is not None:

@@ -19,8 +19,8 @@ TRAIN_SIZE = 50_000
 TEST_SIZE = 10_000
 
 # Per-channel mean and std of the 50,000 official training images on a 0..1 scale, the values used across the
-# ecosystem (torchvision references, lightning-bolts). On the JPEG re-encoding in ../shared/data (all 50,000 images,
-# measured 2026-11-25) the means agree within 0.0002 and the stds are at most 0.0018 lower: close enough to share.
+# ecosystem (torchvision references, lightning-bolts). The JPEG re-encoding this project is developed on agrees with
+# them to within a fraction of a percent (benchmarks/RESULTS.md): close enough to share one pair of constants.
 MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 

@@ -28,7 +28,7 @@ from cifar_lightning.augment import tta_logits
 from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
 from cifar_lightning.export import Normalization
 from cifar_lightning.nets import CNN, MLP
-from cifar_lightning.optim import Lookahead, Optimizer, Schedule, build_optimizer, lr_factor, lr_factor_at
+from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, lr_factor, lr_factor_at
 from cifar_lightning.timing import TimeBudget
 
 Stage = Literal["train", "val", "test"]
@@ -82,7 +82,7 @@ class CIFAR10Classifier(L.LightningModule):
         lr: float = 0.1,
         weight_decay: float = 5e-4,
         momentum: float = 0.9,
-        optimizer: Optimizer = "sgd",
+        optimizer: OptimizerName = "sgd",
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.2,
         label_smoothing: float = 0.0,
@@ -150,8 +150,8 @@ class CIFAR10Classifier(L.LightningModule):
         return loss, logits
 
     def on_train_epoch_end(self) -> None:
-        # Training metrics are logged here, not per step: each self.log call costs Lightning about 0.7 ms of
-        # bookkeeping, a tenth of an MLP step on a CPU (benchmarks/overhead.py). compute() syncs the ranks once.
+        # Training metrics are logged here, not per step: each self.log call costs Lightning bookkeeping that is
+        # measurable against a small model's step (benchmarks/overhead.py). compute() syncs the ranks once.
         self.log("train/loss", self.train_loss.compute())
         self.log_dict(self.train_metrics.compute(), prog_bar=True)
         self.train_loss.reset()
@@ -297,7 +297,7 @@ class MLPClassifier(CIFAR10Classifier):
         lr: float = 0.05,
         weight_decay: float = 5e-4,
         momentum: float = 0.9,
-        optimizer: Optimizer = "sgd",
+        optimizer: OptimizerName = "sgd",
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.2,
         label_smoothing: float = 0.0,
@@ -330,8 +330,8 @@ class CNNClassifier(CIFAR10Classifier):
         channels_last: keep weights and activations in NHWC, the layout fast convolution kernels want on CPUs
             (oneDNN) and on tensor-core GPUs.
         compile: ``torch.compile`` the network when the Trainer sets the model up (fuses batch norm, activation and
-            pooling into fewer kernels on GPUs; the first steps pay for the compilation). On the 2-core CPU of
-            README "Results" the compiled training step was slower (371 against 418 images/s).
+            pooling into fewer kernels on GPUs; the first steps pay for the compilation). On CPUs it measured slower
+            (README "Results").
     """
 
     net: CNN
@@ -349,7 +349,7 @@ class CNNClassifier(CIFAR10Classifier):
         lr: float = 1.0,
         weight_decay: float = 1.3e-3,
         momentum: float = 0.85,
-        optimizer: Optimizer = "muon",
+        optimizer: OptimizerName = "muon",
         schedule: Schedule = "linear",
         warmup_fraction: float = 0.23,
         label_smoothing: float = 0.2,

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from cifar_lightning.hardware import fast_bf16
 
-Optimizer = Literal["sgd", "adamw", "muon"]
+OptimizerName = Literal["sgd", "adamw", "muon"]
 Schedule = Literal["linear", "cosine", "constant"]
 
 
@@ -126,7 +126,7 @@ class Muon(torch.optim.Optimizer):
 
 def build_optimizer(
     module: nn.Module,
-    name: Optimizer,
+    name: OptimizerName,
     lr: float,
     momentum: float,
     weight_decay: float,

@@ -15,6 +15,12 @@ METRICS_FILE = "metrics.csv"  # written by the CSV logger
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
+def model_name(model: object) -> str:
+    """The name a model's runs are filed under, ``runs/<name>/<run id>/``: ``CNNClassifier`` -> ``cnn``."""
+    cls = model if isinstance(model, type) else type(model)
+    return cls.__name__.removesuffix("Classifier").lower()
+
+
 class RunError(ValueError):
     """A folder that is not a finished run; the message names the folder and the missing file."""
 

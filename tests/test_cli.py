@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import SUBPROCESS_TIMEOUT, run_dirs, tiny_args, write_folder
 
-from cifar_lightning import CIFAR10DataModule
+from cifar_lightning import CIFAR10DataModule, hardware
 from cifar_lightning.callbacks import RESULTS_FILE
 from cifar_lightning.cli import expand_model_flag, main
 from cifar_lightning.constants import CLASSES
@@ -176,9 +176,13 @@ def test_model_flag_expands_to_a_leading_config() -> None:
     ]
 
 
-def test_default_precision_follows_the_hardware() -> None:
-    assert default_precision("cpu") in ("bf16-mixed", "32-true")
-    assert default_precision("mps") == "32-true"
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_default_precision_follows_the_hardware(
+    native_bf16: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: native_bf16)
+    assert default_precision("cpu") == default_precision("auto") == expected
+    assert default_precision("mps") == "32-true"  # Apple GPUs: no bf16 autocast worth having
 
 
 def test_wandb_runs_offline_and_finishes(batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args
+from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args, write_folder
 
 from cifar_lightning.cli import main
 from cifar_lightning.faults import AtomicCheckpointIO
@@ -165,13 +165,21 @@ def test_a_full_disk_while_checkpointing_is_one_message_and_keeps_the_last_check
     assert not list(run.glob("checkpoints/.*.tmp")) and not (run / "results.json").exists()
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """One tiny finished MLP run for the tests that only read its files: (data folder, runs root, run folder)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    data, out = write_folder(tmp / "data"), tmp / "runs"
+    assert main(tiny_args(data, out, "mlp")) == 0
+    [run] = run_dirs(out)
+    return data, out, run
+
+
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "other_model", "missing"])
 def test_bad_ckpt_path_is_one_clear_message(
-    kind: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str, finished_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "runs"
-    assert main(tiny_args(folder_dir, out, "mlp")) == 0
-    [first] = run_dirs(out)
+    folder_dir, out, first = finished_run
     good = first / "checkpoints" / "last.ckpt"
     bad = tmp_path / "bad.ckpt"
     if kind == "garbage":
@@ -231,13 +239,12 @@ def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
 def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
-    kind: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str, finished_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    folder_dir, out, run = finished_run
     bad = tmp_path / "bad.ckpt"
-    out = tmp_path / "runs"
     if kind == "truncated":
-        assert main(tiny_args(folder_dir, out, "mlp")) == 0
-        good = run_dirs(out)[0] / "checkpoints" / "last.ckpt"
+        good = run / "checkpoints" / "last.ckpt"
         bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     else:
         bad.write_bytes(b"\x00" * 1000)

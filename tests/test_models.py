@@ -33,8 +33,17 @@ def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: Any) -> L.Trainer:
 
 @pytest.mark.parametrize("net", [MLP(hidden_sizes=(32, 16)), CNN(widths=(8, 16)), CNN(widths=(8, 16, 32, 64))])
 def test_nets_map_images_to_logits(net: torch.nn.Module) -> None:
-    assert net(torch.randn(5, 3, 32, 32)).shape == (5, 10)
-    assert count_parameters(net) > 0
+    net.eval()
+    x = torch.randn(5, 3, 32, 32)
+    logits = net(x)
+    assert logits.shape == (5, 10) and torch.isfinite(logits).all()
+    assert torch.allclose(net(x[:2]), logits[:2], atol=1e-5)  # each image's logits depend on that image alone
+
+
+def test_mlp_has_the_parameters_its_sizes_say() -> None:
+    # bias-free linear layers before batch norm (weight and shift), then a linear head with a bias
+    expected = 3072 * 32 + 2 * 32 + 32 * 16 + 2 * 16 + 16 * 10 + 10
+    assert count_parameters(MLP(hidden_sizes=(32, 16))) == expected
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -45,6 +54,13 @@ def test_every_trainable_parameter_gets_a_gradient(name: str) -> None:
     torch.nn.functional.cross_entropy(module(torch.randn(8, 3, 32, 32)), torch.arange(8)).backward()
     dead = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not dead, f"{name}: no gradient reaches {dead}"
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+    frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
+    assert all(dict(module.named_parameters())[n].grad is None for n in frozen)
+    if name == "cnn":  # the whitened stem (set from data) and batch norm's scales (a shift-only norm) never train
+        assert frozen[0] == "net.stem.weight" and all(n.endswith(".weight") and "norm" in n for n in frozen[1:])
+    else:
+        assert frozen == []
 
 
 def test_cnn_has_the_seed_architecture_parts() -> None:
