@@ -144,8 +144,8 @@ class RunSummary(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         stop = GracefulStop.of(trainer)
-        if stop is None or stop.signal_name is None or trainer.state.fn != "fit":
-            return  # a stop during test leaves the finished fit's record as it was
+        if stop is None or stop.signal_name is None or trainer.state.fn != "fit" or stop.after_training:
+            return  # a stop during test or the export leaves the finished fit's record as it was
         self.results.update({
             "epochs": trainer.current_epoch, "global_step": trainer.global_step,
             "interrupted": {"signal": stop.signal_name, "step": stop.step, "epoch": trainer.current_epoch,

@@ -29,6 +29,7 @@ from cifar_lightning.files import atomic_target
 from cifar_lightning.runs import RESULTS_FILE
 
 LAST = "last.ckpt"
+EXPORT_HINT = "model.pt2/model.onnx may be missing (export.export_net exports a checkpoint's network)."
 
 
 class CheckpointWriteError(OSError):
@@ -76,6 +77,7 @@ class GracefulStop(L.Callback):
         self.signal_name: str | None = None
         self.step: int | None = None
         self.checkpoint: str | None = None
+        self.after_training = False  # the stop came in fit's end hooks (the export): training had finished
         self._received: str | None = None
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
@@ -83,6 +85,7 @@ class GracefulStop(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not earlier: Lightning installs its handlers when fit starts and puts the original ones back at teardown.
         self.signal_name = self.step = self.checkpoint = self._received = None
+        self.after_training = False
         self._trainer = trainer
         try:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -113,16 +116,26 @@ class GracefulStop(L.Callback):
             signal.signal(signum, self._previous.pop(signum))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.after_training = True  # from here on a signal interrupts the export, not the training
+        self._restore_all()
+
+    def _restore_all(self) -> None:
         for signum in list(self._previous):
             self._restore(signum)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.on_fit_end(trainer, pl_module)
+        self._restore_all()
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return
         interrupted = self._received == "SIGINT" or isinstance(exception, KeyboardInterrupt)
         self.signal_name = "SIGINT" if interrupted else "SIGTERM"  # SIGTERM too on a rank another rank stopped
         self.step = trainer.global_step
+        if self.after_training and trainer.state.fn == "fit":  # last.ckpt and the results are already final
+            rank_zero_info(
+                f"Stopped by {self.signal_name} after training, while exporting: results.json and the checkpoints "
+                f"are whole; {EXPORT_HINT}"
+            )
+            return
         callback = trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.state.fn == "fit":
             path = str(Path(callback.dirpath) / LAST)

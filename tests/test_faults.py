@@ -237,6 +237,28 @@ def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
     assert "not tested" in capsys.readouterr().out
 
 
+def test_ctrl_c_during_the_export_keeps_the_finished_run(
+    folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def interrupted_export(*args: object) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C does once training is over and the handlers are back
+
+    monkeypatch.setattr("cifar_lightning.callbacks.export_net", interrupted_export)
+    args = tiny_args(folder_dir, tmp_path, "mlp")
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(args) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    [run] = run_dirs(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["interrupted"] is None and results["val/acc_best"] is not None
+    assert "after training, while exporting" in caplog.text and "resume with" not in caplog.text
+    monkeypatch.undo()
+    assert main([*args, "--ckpt_path", "last"]) == 0  # nothing left to train, and the results stay
+    assert json.loads((run / "results.json").read_text()) == results
+
+
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
 def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
     kind: str, finished_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
