@@ -37,6 +37,7 @@ from cifar_lightning.faults import (
     check_checkpoint,
     find_last_checkpoint,
     nothing_to_resume,
+    out_of_memory,
     read_checkpoint,
 )
 from cifar_lightning.hardware import default_precision
@@ -407,10 +408,22 @@ def _main(args: list[str] | None = None) -> int:
         discard = isinstance(err, DataError)  # bad data stops a run before it trained: leave no trace of it
     except (DivergedError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        batch = getattr(getattr(cli, "datamodule", None), "batch_size", None)
+        what = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        print(
+            f"error: out of memory ({what}). Lower --data.batch_size{f' (now {batch})' if batch else ''}, or train "
+            "a smaller model (--model cnn_fast); the checkpoints written so far are kept (--ckpt_path last resumes).",
+            file=sys.stderr,
+        )
     except NothingToDo as done:
         print(done)
         code = 0
     finally:
+        if cli is not None and code in (130, 143) and getattr(cli.trainer, "global_step", 1) == 0:
+            discard = True  # stopped before its first step (while decoding, say): nothing worth keeping
         if cli is not None:
             finish_wandb(cli.trainer, code, hint=not discard)
             if discard and cli.new_run_folder is not None and not (cli.new_run_folder / "checkpoints").exists():

@@ -141,7 +141,9 @@ class GracefulStop(L.Callback):
             path = str(Path(callback.dirpath) / LAST)
             trainer.save_checkpoint(path, weights_only=False)  # every rank calls it: the strategy decides who writes
             self.checkpoint = path
-        if trainer.state.fn == "fit":
+        if trainer.state.fn == "fit" and self.checkpoint is None and self.step == 0:  # e.g. while decoding the data
+            rank_zero_info(f"Stopped by {self.signal_name} before training started; nothing to resume.")
+        elif trainer.state.fn == "fit":
             rank_zero_info(f"Stopped by {self.signal_name} at step {self.step}; resume with --ckpt_path last.")
         else:  # nothing to resume: evaluation starts over from its checkpoint
             rank_zero_info(f"Stopped by {self.signal_name} during {trainer.state.fn}; rerun the command to redo it.")
@@ -155,6 +157,15 @@ class GracefulStop(L.Callback):
     def exit_code(self) -> int:
         """The shell's convention for a process ended by a signal: 128 + its number."""
         return 128 + (signal.SIGINT if self.signal_name == "SIGINT" else signal.SIGTERM)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the machine running out of memory: Python's MemoryError, torch's on a GPU, or the CPU
+    allocator's RuntimeError."""
+    text = str(err)
+    return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
 
 
 def find_last_checkpoint(run_root: Path) -> Path | None:

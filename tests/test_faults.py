@@ -19,6 +19,7 @@ from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args
 from cifar_lightning.cli import main
 from cifar_lightning.faults import AtomicCheckpointIO
 from cifar_lightning.loggers import wandb_run_id
+from cifar_lightning.modules import CIFAR10Classifier
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -235,6 +236,48 @@ def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
     assert results["interrupted"] is None and results["test/acc"] is None
     assert main([*args, "--ckpt_path", "last"]) == 0
     assert "not tested" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 3221225472 bytes.")],
+)  # fmt: skip
+def test_running_out_of_memory_is_one_line_with_what_to_do(
+    error: Exception, folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    def out_of_memory(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(CIFAR10Classifier, "training_step", out_of_memory)
+    assert main(tiny_args(folder_dir, tmp_path, "mlp")) == 1
+    printed = capsys.readouterr().err
+    assert "Traceback" not in printed
+    err = printed.strip().splitlines()[-1]
+    assert err.startswith("error: out of memory (") and "--data.batch_size (now 16)" in err
+
+
+def test_ctrl_c_while_decoding_the_data_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = write_folder(tmp_path / "data")
+
+    def interrupted_decoding(*args: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C in the minute it takes to decode 50,000 JPEGs
+
+    monkeypatch.setattr("cifar_lightning.sources.read_folder", interrupted_decoding)
+    args = tiny_args(data, tmp_path / "runs", "mlp")
+    args[args.index("--wandb") + 1] = "true"
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(args) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert not list((tmp_path / "runs").glob("*/*"))  # no run folder, results.json or W&B run for a run that never ran
+    assert not list(data.glob(".cache/*"))  # and no half-written cache
+    assert "before training started; nothing to resume" in caplog.text and "wandb sync" not in caplog.text
 
 
 def test_ctrl_c_during_the_export_keeps_the_finished_run(
