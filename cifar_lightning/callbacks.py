@@ -1,4 +1,5 @@
-"""Rank-zero side effects at the end of a run: the run's ``results.json`` and its figures.
+"""Rank-zero side effects at the end of a run: the run's ``results.json`` and its exported model (the figures are
+``figures.py``).
 
 ``results.json`` is read by other tools; its keys are stable (add keys, never rename them):
 
@@ -11,6 +12,8 @@
   ``{"signal", "step", "epoch", "checkpoint"}`` when SIGINT/SIGTERM stopped the run
 - ``hardware``, ``estimate``, ``time_budget_minutes`` (from ``timing.CostReport``, when the run has one);
   ``test_seconds``; ``wall_seconds`` (process start to the last write)
+- ``train_images``, ``parts`` (a resumed run's totals: ``train_seconds`` and ``images_per_second`` cover every part);
+  ``evaluates`` (a ``test`` run: the fit run it evaluated); ``tested_in`` (a fit run: where a later test ran)
 """
 
 from __future__ import annotations
@@ -22,24 +25,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from matplotlib.figure import Figure
-from torch import Tensor
 
-from cifar_lightning import plots
-from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, Normalization, export_net, export_onnx
+from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import (
-    METRICS_FILE,
     RESULTS_FILE,
     RunError,
     model_name,
-    read_curves,
     read_results,
     write_json_atomic,
 )
@@ -211,139 +207,6 @@ class RunSummary(L.Callback):
             "wall_seconds": round(seconds_since_process_start(), 1) or None,
         }
         write_json_atomic(folder / RESULTS_FILE, results)
-
-
-class RunFigures(L.Callback):
-    """Draws the run's figures into ``<run>/figures/`` and, when a W&B logger is attached, logs them there too.
-
-    After fit: learning curves. After testing, also the test confusion matrix (counts and row-normalized),
-    per-class accuracy, and the ``max_mistakes`` most confident test mistakes. Under DDP the confusion matrix covers
-    every rank (torchmetrics syncs it); the mistakes grid shows rank 0's share of the test set.
-
-    Args:
-        max_mistakes: images in the mistakes grid.
-    """
-
-    def __init__(self, max_mistakes: int = 32) -> None:
-        self.max_mistakes = max_mistakes
-        self._mistakes: list[Tensor] | None = None  # confidence, image, true label, predicted label
-        self._sample: list[Tensor] | None = None  # the same four, for the first test images
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._mistakes = None
-
-    def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
-        if not trainer.is_global_zero or not isinstance(outputs, Tensor):
-            return
-        images, labels = batch
-        confidence, predicted = outputs.detach().float().softmax(-1).max(-1)
-        if batch_idx == 0:
-            first = slice(0, self.max_mistakes)
-            self._sample = [t[first].detach().cpu() for t in (confidence, images.float(), labels, predicted)]
-        wrong = predicted != labels
-        found = [t.detach().cpu() for t in (confidence[wrong], images[wrong].float(), labels[wrong], predicted[wrong])]
-        if self._mistakes is not None:  # merge with the most confident so far
-            found = [torch.cat([old, new]) for old, new in zip(self._mistakes, found, strict=True)]
-        keep = found[0].argsort(descending=True)[: self.max_mistakes]
-        self._mistakes = [t[keep] for t in found]
-
-    @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer, pl_module, test=False)  # the curves exist even where there is no test split
-
-    @rank_zero_only
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer, pl_module, test=True)
-
-    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, test: bool) -> None:
-        run = run_dir(trainer)
-        if run is None:
-            return
-        for logger in trainer.loggers:
-            logger.save()  # flush metrics.csv before reading the curves back
-        figures = self.draw(run, pl_module, test)
-        folder = run / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for name, fig in figures.items():
-            paths[name] = folder / f"{name}.png"
-            fig.savefig(paths[name], dpi=110)
-        confusion = classifier(pl_module).test_confusion if test else None
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                log_figures_to_wandb(logger, paths, confusion, pl_module)
-                if test:
-                    module = classifier(pl_module)
-                    parts = [self._mistakes, self._sample]
-                    log_predictions_table(logger, parts, list(module.class_names), module.input_normalization)
-
-    def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
-        """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
-        classes = list(classifier(pl_module).class_names)
-        model = model_name(pl_module)
-        figures = {}
-        curves = read_curves(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
-        if curves:
-            figures["learning_curves"] = plots.learning_curves({model: curves})
-        confusion = classifier(pl_module).test_confusion
-        if test and confusion is not None:
-            counts = confusion.numpy()
-            figures["confusion_matrix"] = plots.confusion_matrix(counts, classes)
-            recall = counts.diagonal() / counts.sum(axis=1).clip(min=1)
-            figures["per_class_accuracy"] = plots.per_class_bars({model: dict(zip(classes, recall, strict=True))})
-        if test and self._mistakes is not None and len(self._mistakes[0]):
-            confidence, images, true, predicted = self._mistakes
-            figures["mistakes"] = plots.mistakes_grid(
-                images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes,
-                normalization=classifier(pl_module).input_normalization,
-            )  # fmt: skip
-        return figures
-
-
-def log_figures_to_wandb(
-    logger: WandbLogger, paths: dict[str, Path], confusion: Tensor | None, pl_module: L.LightningModule
-) -> None:
-    """The saved PNGs as W&B images, and the confusion matrix as W&B's interactive confusion-matrix plot."""
-    import wandb  # the W&B package is only needed where a W&B logger is attached
-
-    for name, path in paths.items():
-        logger.log_image(key=f"figures/{name}", images=[str(path)])
-    if confusion is not None:
-        # wandb.plot.confusion_matrix wants label lists; rebuilding them from the counts gives the same matrix.
-        counts = confusion.numpy()
-        true, predicted = np.indices(counts.shape).reshape(2, -1)  # every (true, predicted) cell
-        y_true, preds = np.repeat(true, counts.ravel()), np.repeat(predicted, counts.ravel())
-        class_names = list(classifier(pl_module).class_names)
-        plot = wandb.plot.confusion_matrix(y_true=y_true.tolist(), preds=preds.tolist(), class_names=class_names)
-        logger.experiment.log({"test/confusion_matrix": plot})
-
-
-def log_predictions_table(
-    logger: WandbLogger, parts: list[list[Tensor] | None], classes: list[str], normalization: Normalization
-) -> None:
-    """``test/predictions``, a W&B table (image, truth, prediction, confidence, mistake) of the most confident
-    mistakes and the first test images, as W&B's Lightning examples log it."""
-    import wandb
-
-    rows = []
-    for part, mistake in zip(parts, (True, False), strict=True):
-        if part is None:
-            continue
-        confidence, images, true, predicted = part
-        columns = (
-            plots.to_uint8(images.numpy(), normalization),
-            true.tolist(),
-            predicted.tolist(),
-            confidence.tolist(),
-        )
-        for image, t, p, c in zip(*columns, strict=True):
-            rows.append([wandb.Image(image.transpose(1, 2, 0)), classes[t], classes[p], round(c, 4), mistake or t != p])
-    if rows:
-        logger.log_table("test/predictions", columns=["image", "truth", "prediction", "confidence", "mistake"],
-                         data=rows)  # fmt: skip
 
 
 ExportFormats = Literal["all", "pt2", "none"]

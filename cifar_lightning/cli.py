@@ -10,103 +10,42 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import shutil
 import sys
-import time
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cifar_lightning import runs, sources
-from cifar_lightning.callbacks import ExportBest, ExportFormats, RunFigures, RunSummary
+from cifar_lightning.callbacks import ExportBest, ExportFormats, RunSummary
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
     AtomicCheckpointIO,
     CheckpointWriteError,
     GracefulStop,
     check_checkpoint,
+    checkpoint_callbacks,
     find_last_checkpoint,
     nothing_to_resume,
     out_of_memory,
     read_checkpoint,
 )
+from cifar_lightning.figures import RunFigures
 from cifar_lightning.hardware import default_precision
-from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger
+from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger, plain_config
 from cifar_lightning.modules import CIFAR10Classifier, DivergedError
 from cifar_lightning.predict import PredictionWriter
+from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
+from cifar_lightning.runs import RUN_ID_ENV, new_run_id
 from cifar_lightning.sources import DataError
 from cifar_lightning.timing import CostReport, TimeBudget
-from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error
-
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run this script
-
-
-def config_dirs() -> list[Path]:
-    """Where ``--model NAME`` looks: ./configs first, then the configs the package ships (``cifar_lightning/configs``
-    in a wheel, the repository's ``configs/`` in a source checkout or editable install)."""
-    package = Path(__file__).resolve().parent
-    return [Path.cwd() / "configs", package / "configs", package.parent / "configs"]
-
-
-def available_configs() -> list[str]:
-    return sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-
-
-def help_text() -> str:
-    """The top of ``train.py --help``: what runs without a subcommand, the subcommands and the config names."""
-    return (
-        f"Without a subcommand: fit, then test the best checkpoint. Subcommands, each with its own --help: "
-        f"{', '.join(SUBCOMMANDS)}. --model NAME reads configs/NAME.yaml ({', '.join(available_configs())}); "
-        "dotted flags override it."
-    )
-
-
-def expand_model_flag(argv: list[str]) -> list[str]:
-    """Replaces ``--model NAME`` with ``--config <dir>/NAME.yaml``, moved first so that later flags override it.
-
-    Values that look like class paths (``cifar_lightning.CNNClassifier``) or inline YAML are left to LightningCLI.
-    """
-    out, configs, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--model" and i + 1 == len(argv):
-            raise UsageError(f"--model needs a name. Valid names: {', '.join(available_configs())} (configs/*.yaml).")
-        name = arg.split("=", 1)[1] if arg.startswith("--model=") else argv[i + 1] if arg == "--model" else None
-        if name is None or name[:1] in "{[" or "." in name or name[:1].isupper():
-            out.append(arg)
-            i += 1
-            continue
-        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
-        if not found:
-            raise UsageError(
-                f"Unknown --model {name!r}. Valid names: {', '.join(available_configs())} (configs/*.yaml)."
-            )
-        configs += ["--config", str(found[0])]
-        i += 1 if "=" in arg else 2
-    at = 1 if out and out[0] in SUBCOMMANDS else 0
-    return out[:at] + configs + out[at:]
-
-
-def new_run_id(root: Path, model_name: str) -> str:
-    """A timestamp, made unique within ``root/model_name``; reused from the environment in DDP child processes."""
-    if run_id := os.environ.get(RUN_ID_ENV):
-        return run_id
-    base = run_id = time.strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while (root / model_name / run_id).exists():
-        run_id, suffix = f"{base}-{suffix}", suffix + 1
-    return run_id
+from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error, quiet_console
 
 
 class CIFARCLI(LightningCLI):
@@ -237,21 +176,6 @@ class CIFARCLI(LightningCLI):
         if message := nothing_to_resume(run, checkpoint, *limits):
             raise NothingToDo(message)
 
-    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
-        """Best-by-val/acc plus last.ckpt every epoch, and last.ckpt again at the intervals the flags ask for."""
-        cfg = self._cfg()
-        keep = {"save_last": True, "enable_version_counter": False}  # one last.ckpt, whichever callback wrote it
-        callbacks = [ModelCheckpoint(
-            monitor="val/acc", mode="max", auto_insert_metric_name=False,
-            filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}", **keep,  # type: ignore[arg-type]
-        )]  # fmt: skip
-        if cfg.get("ckpt_every_minutes"):
-            interval = timedelta(minutes=cfg.ckpt_every_minutes)
-            callbacks.append(ModelCheckpoint(save_top_k=0, train_time_interval=interval, **keep))  # type: ignore[arg-type]
-        if cfg.get("ckpt_every_n_steps"):
-            callbacks.append(ModelCheckpoint(save_top_k=0, every_n_train_steps=cfg.ckpt_every_n_steps, **keep))  # type: ignore[arg-type]
-        return callbacks
-
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self._cfg()
         model_name = runs.model_name(self.model)
@@ -271,7 +195,7 @@ class CIFARCLI(LightningCLI):
                 callback.formats = cfg.get("export", "all")
         smoke_test = bool(cfg.trainer.fast_dev_run)  # Lightning logs nothing then; this writes nothing either
         if not smoke_test and cfg.trainer.enable_checkpointing is not False:
-            callbacks += self.checkpoint_callbacks()
+            callbacks += checkpoint_callbacks(cfg.get("ckpt_every_minutes"), cfg.get("ckpt_every_n_steps"))
         if cfg.get("time_budget"):
             callbacks.append(TimeBudget(cfg.time_budget, from_process_start=True))
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):
@@ -302,7 +226,7 @@ class CIFARCLI(LightningCLI):
         if cfg.wandb and not smoke_test and not any(isinstance(logger, WandbLogger) for logger in user):
             source = sources.find_source(self.datamodule.data_dir) or "download"
             tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
-            config, names = _plain(cfg.as_dict()), (cfg.get("wandb_project"), cfg.get("wandb_entity"))
+            config, names = plain_config(cfg.as_dict()), (cfg.get("wandb_project"), cfg.get("wandb_entity"))
             loggers.append(make_wandb_logger(run_dir, run_dir.parent.name, run_dir.name, config, tags, *names))
         return loggers + user
 
@@ -319,15 +243,6 @@ def stop_code(trainer: Any, stop: SystemExit) -> int:
     if graceful is not None and graceful.signal_name is not None:
         return graceful.exit_code
     return stop.code if isinstance(stop.code, int) else 1
-
-
-def _plain(value: Any) -> Any:
-    """The resolved config as JSON-ready values (W&B stores the run config as JSON)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def fit_and_test(cli: CIFARCLI) -> None:
@@ -358,34 +273,10 @@ def fit_and_test(cli: CIFARCLI) -> None:
         )
 
 
-# Warnings a run would print that no user can act on: Lightning 2.6 calling a torch API deprecated in 2.14, its model
-# summary's note that it sizes bf16 weights as fp32, and its warning that a resumed run's checkpoint folder is not
-# empty (it is the run's own folder). LightningCLI's "args parameter" warning is silenced where the CLI is built.
-QUIET = (  # regular expressions, matched at the start of the message
-    re.escape("`isinstance(treespec, LeafSpec)` is deprecated"),
-    "Precision bf16-mixed is not supported by the model summary",
-    "Checkpoint directory .* exists and is not empty",
-)
-
-
-class _NoAdvert(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing litlogger" line, printed at every Trainer's start."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``train.py``; ``args`` defaults to ``sys.argv[1:]``. Returns the exit status."""
-    advert, lightning_log = _NoAdvert(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    with warnings.catch_warnings():
-        for message in QUIET:
-            warnings.filterwarnings("ignore", message)
-        lightning_log.addFilter(advert)
-        try:
-            return _main(args)
-        finally:
-            lightning_log.removeFilter(advert)
+    with quiet_console():
+        return _main(args)
 
 
 def _main(args: list[str] | None = None) -> int:

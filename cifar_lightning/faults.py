@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -166,6 +167,21 @@ def out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
     )
+
+
+def checkpoint_callbacks(every_minutes: float | None, every_n_steps: int | None) -> list[ModelCheckpoint]:
+    """Best-by-val/acc plus ``last.ckpt`` every epoch, and ``last.ckpt`` again at the intervals asked for (one
+    ``last.ckpt``, whichever callback wrote it)."""
+    keep: dict[str, Any] = {"save_last": True, "enable_version_counter": False}
+    callbacks = [ModelCheckpoint(
+        monitor="val/acc", mode="max", auto_insert_metric_name=False,
+        filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}", **keep,
+    )]  # fmt: skip
+    if every_minutes:
+        callbacks.append(ModelCheckpoint(save_top_k=0, train_time_interval=timedelta(minutes=every_minutes), **keep))
+    if every_n_steps:
+        callbacks.append(ModelCheckpoint(save_top_k=0, every_n_train_steps=every_n_steps, **keep))
+    return callbacks
 
 
 def find_last_checkpoint(run_root: Path) -> Path | None:

@@ -152,3 +152,12 @@ def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0, hint: bool = Tru
         if offline and hint:
             parts = sorted(run_path.parent.glob(f"offline-run-*-{run.id}")) or [run_path]
             rank_zero_info(f"W&B: offline run saved; upload it with: wandb sync {' '.join(map(str, parts))}")
+
+
+def plain_config(value: Any) -> Any:
+    """The resolved config as JSON-ready values (W&B stores the run config as JSON)."""
+    if isinstance(value, dict):
+        return {k: plain_config(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_config(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)

@@ -1,15 +1,19 @@
-"""Reading a finished run folder back: ``results.json`` and the per-epoch curves in ``metrics.csv``."""
+"""Run folders, ``<root>/<model name>/<run id>/``: naming them, and reading a finished one back (``results.json``
+and the per-epoch curves in ``metrics.csv``)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from cifar_lightning.files import atomic_target
 
+RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run the script
 RESULTS_FILE = "results.json"  # written by callbacks.RunSummary
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
@@ -59,3 +63,14 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as err:
         raise RunError(f"{path} is damaged or unreadable ({type(err).__name__}): leave that run out.") from None
     return {name: sorted(points.items()) for name, points in by_epoch.items()}
+
+
+def new_run_id(root: Path, model_name: str) -> str:
+    """A timestamp, made unique within ``root/model_name``; reused from the environment in DDP child processes."""
+    if run_id := os.environ.get(RUN_ID_ENV):
+        return run_id
+    base = run_id = time.strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while (root / model_name / run_id).exists():
+        run_id, suffix = f"{base}-{suffix}", suffix + 1
+    return run_id

@@ -9,7 +9,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser
@@ -82,3 +86,34 @@ def _parsers(parser: ArgumentParser) -> list[Any]:
     """The parser and its subcommand parsers (whose options a mistake under ``fit``/``test`` refers to)."""
     subcommands = getattr(parser, "_subcommands_action", None)
     return [parser, *(getattr(subcommands, "_name_parser_map", {}) or {}).values()]
+
+
+# Warnings a run would print that no user can act on: Lightning 2.6 calling a torch API deprecated in 2.14, its model
+# summary's note that it sizes bf16 weights as fp32, and its warning that a resumed run's checkpoint folder is not
+# empty (it is the run's own folder). LightningCLI's "args parameter" warning is silenced where the CLI is built.
+QUIET = (  # regular expressions, matched at the start of the message
+    re.escape("`isinstance(treespec, LeafSpec)` is deprecated"),
+    "Precision bf16-mixed is not supported by the model summary",
+    "Checkpoint directory .* exists and is not empty",
+)
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line, printed at every Trainer's start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+@contextmanager
+def quiet_console() -> Iterator[None]:
+    """For the length of a run: ``QUIET``'s warnings ignored and Lightning's advertisement dropped."""
+    advert, lightning_log = _NoAdvert(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with warnings.catch_warnings():
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message)
+        lightning_log.addFilter(advert)
+        try:
+            yield
+        finally:
+            lightning_log.removeFilter(advert)

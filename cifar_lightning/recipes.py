@@ -1,0 +1,55 @@
+"""Which recipe ``--model NAME`` means: the configs shipped with the package (or in ./configs), and the argv sugar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cifar_lightning.usage import UsageError
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def config_dirs() -> list[Path]:
+    """Where ``--model NAME`` looks: ./configs first, then the configs the package ships (``cifar_lightning/configs``
+    in a wheel, the repository's ``configs/`` in a source checkout or editable install)."""
+    package = Path(__file__).resolve().parent
+    return [Path.cwd() / "configs", package / "configs", package.parent / "configs"]
+
+
+def available_configs() -> list[str]:
+    return sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def help_text() -> str:
+    """The top of ``train.py --help``: what runs without a subcommand, the subcommands and the config names."""
+    return (
+        f"Without a subcommand: fit, then test the best checkpoint. Subcommands, each with its own --help: "
+        f"{', '.join(SUBCOMMANDS)}. --model NAME reads configs/NAME.yaml ({', '.join(available_configs())}); "
+        "dotted flags override it."
+    )
+
+
+def expand_model_flag(argv: list[str]) -> list[str]:
+    """Replaces ``--model NAME`` with ``--config <dir>/NAME.yaml``, moved first so that later flags override it.
+
+    Values that look like class paths (``cifar_lightning.CNNClassifier``) or inline YAML are left to LightningCLI.
+    """
+    out, configs, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--model" and i + 1 == len(argv):
+            raise UsageError(f"--model needs a name. Valid names: {', '.join(available_configs())} (configs/*.yaml).")
+        name = arg.split("=", 1)[1] if arg.startswith("--model=") else argv[i + 1] if arg == "--model" else None
+        if name is None or name[:1] in "{[" or "." in name or name[:1].isupper():
+            out.append(arg)
+            i += 1
+            continue
+        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
+        if not found:
+            raise UsageError(
+                f"Unknown --model {name!r}. Valid names: {', '.join(available_configs())} (configs/*.yaml)."
+            )
+        configs += ["--config", str(found[0])]
+        i += 1 if "=" in arg else 2
+    at = 1 if out and out[0] in SUBCOMMANDS else 0
+    return out[:at] + configs + out[at:]
