@@ -68,3 +68,15 @@ class PoisonRank(L.Callback):
         if trainer.global_rank == self.rank and trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class SignalInValidation(L.Callback):
+    """Sends ``signal_name`` to this process during the first validation of fit (not the sanity check)."""
+
+    def __init__(self, signal_name: str = "SIGTERM") -> None:
+        self.signal_name, self.sent = signal_name, False
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), getattr(signal, self.signal_name))

@@ -259,6 +259,15 @@ def test_running_out_of_memory_is_one_line_with_what_to_do(
     assert err.startswith("error: out of memory (") and "--data.batch_size (now 16)" in err
 
 
+def test_a_signal_during_validation_stops_before_the_next_step(folder_dir: Path, tmp_path: Path) -> None:
+    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), "--trainer.callbacks+=probes.SignalInValidation"]
+    assert main(args) == 143
+    [run] = run_dirs(tmp_path)
+    interrupted = json.loads((run / "results.json").read_text())["interrupted"]
+    assert interrupted["step"] == STEPS_PER_EPOCH  # epoch 0's validation finished, epoch 1 never stepped
+    assert torch.load(interrupted["checkpoint"], weights_only=True)["global_step"] == STEPS_PER_EPOCH
+
+
 def test_ctrl_c_while_decoding_the_data_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
