@@ -70,7 +70,7 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
     [(["--ckpt_every_n_steps", "2"], 6), pytest.param(["--ckpt_every_minutes", "1e-6"], 7, marks=SLOW)],
 )
 def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
-    interval: list[str], saved_step: int, folder_dir: Path, tmp_path: Path
+    interval: list[str], saved_step: int, folder_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *interval]
     args[args.index("--wandb") + 1] = "true"
@@ -100,6 +100,7 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     assert len(parts) == 2 and all(run_id in part.name for part in parts)
     [resumed] = parts[-1].glob("*.wandb")
     assert {r.run.run_id for r in read_wandb_records(resumed) if r.HasField("run")} == {run_id}
+    assert f"wandb sync {parts[0]} {parts[1]}" in caplog.text  # the hint uploads both parts
 
 
 _SAVER = """
