@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,5 +113,11 @@ def export_onnx(
 def load_exported(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The exported model (takes 0..1 images) and its metadata."""
     extra = {META_FILE: ""}
-    program = torch.export.load(path, extra_files=extra)
+    torch_log = logging.getLogger("torch.export")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # a damaged file is reported by the caller in one line, not logged twice
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    finally:
+        torch_log.setLevel(level)
     return program.module(), json.loads(extra[META_FILE] or "{}")

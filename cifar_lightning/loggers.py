@@ -150,7 +150,8 @@ def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0, hint: bool = Tru
         run_path = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the offline-run folder
         run.finish(exit_code=exit_code)
         if offline and hint:
-            parts = sorted(run_path.parent.glob(f"offline-run-*-{run.id}")) or [run_path]
+            # wandb names a part offline-run-<time>-<id>, plus -1, -2 ... when two parts start within one second
+            parts = sorted(run_path.parent.glob(f"offline-run-*-{run.id}*")) or [run_path]
             rank_zero_info(f"W&B: offline run saved; upload it with: wandb sync {' '.join(map(str, parts))}")
 
 

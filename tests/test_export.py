@@ -105,10 +105,17 @@ def test_predict_resizes_and_skips_unreadable_files(
     assert captured.out.startswith(f"{big}: ")
 
 
+@pytest.mark.parametrize("kind", ["zeros", "empty", "truncated", "flipped"])
 @pytest.mark.parametrize("suffix", [".pt2", ".ckpt"])
-def test_predict_rejects_a_damaged_model_file(suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_rejects_a_damaged_model_file(
+    kind: str, suffix: str, trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = (trained_run / "model.pt2") if suffix == ".pt2" else trained_run / "checkpoints" / "last.ckpt"
+    data = bytearray(good.read_bytes())
+    if kind == "flipped":  # the zip's table of contents at the end, garbled
+        data[-40:] = bytes(b ^ 0xFF for b in data[-40:])
     bad = tmp_path / f"model{suffix}"
-    bad.write_bytes(b"\x00" * 100)
+    bad.write_bytes({"zeros": b"\x00" * 100, "empty": b"", "truncated": bytes(data[: len(data) // 2])}.get(kind, data))
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     assert predict.main([str(bad), str(image)]) == 2
