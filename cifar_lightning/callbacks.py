@@ -225,18 +225,16 @@ class ExportBest(L.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        net = classifier(pl_module).net
-        folder = run_dir(trainer)
+        module, folder = classifier(pl_module), run_dir(trainer)
         if folder is None or self.formats == "none":
             return
-        net = copy.deepcopy(net)
+        net = copy.deepcopy(module.net)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         if best:  # the weights `train.py` tests, not the last epoch's
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
-        classes = classifier(pl_module).class_names
-        normalization = classifier(pl_module).input_normalization
+        classes, normalization = module.class_names, module.input_normalization
         export_net(net, folder / EXPORT_FILE, classes, meta, normalization)
         if self.formats != "all":
             return

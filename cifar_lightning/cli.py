@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +207,8 @@ class CIFARCLI(LightningCLI):
         try:
             return self._instantiate_trainer(trainer_config, callbacks)
         except (ValueError, MisconfigurationException):
-            if not resumed_run:
-                shutil.rmtree(root / model_name / run_id, ignore_errors=True)  # no empty run folder left behind
+            if self.new_run_folder is not None:
+                shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
             raise
 
     def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:
@@ -286,10 +285,7 @@ def _main(args: list[str] | None = None) -> int:
     try:
         argv = expand_model_flag(argv)
         run = bool(argv) and argv[0] in SUBCOMMANDS
-        with warnings.catch_warnings():
-            # LightningCLI warns when given `args` while sys.argv has arguments: passing the expanded argv is the point
-            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
-            cli = CIFARCLI(argv, run=run)
+        cli = CIFARCLI(argv, run=run)
         if not run:
             fit_and_test(cli)
         code = cli.exit_code

@@ -165,8 +165,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         """Training images after the validation split is held out (before ``setup``: of the official 50,000)."""
         if self.data_train is not None:
             return len(self.data_train)
-        n_val = round(self.val_split * TRAIN_SIZE) if isinstance(self.val_split, float) else self.val_split
-        return TRAIN_SIZE - n_val
+        return TRAIN_SIZE - self._val_count(TRAIN_SIZE)
+
+    def _val_count(self, n: int) -> int:
+        """Images held out of ``n`` training images for validation: ``val_split`` as a count, or as a fraction."""
+        return round(self.val_split * n) if isinstance(self.val_split, float) else self.val_split
 
     @property
     def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -198,7 +201,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _split_train(self) -> tuple[_InMemory, _InMemory]:
         images, labels = self._load("train")
         n = len(labels)
-        n_val = round(self.val_split * n) if isinstance(self.val_split, float) else self.val_split
+        n_val = self._val_count(n)
         if n_val >= n:
             raise DataError(
                 f"val_split={self.val_split} holds out {n_val} of the {n} training images, leaving none to train "
@@ -250,7 +253,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         """uint8 batch -> float32 model input, augmented when ``train`` and ``augment`` are both on."""
         if train and self.augment:  # with alternate_flip the loader has mirrored the batch already
             images = random_crop_flip(images, self.crop_padding, not self.alternate_flip, self.crop_padding_mode)
-        return normalize(images, MEAN, STD) if self.normalize else normalize(images, None, None)
+        return normalize(images, *(self.input_normalization or (None, None)))
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import zipfile
@@ -27,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.files import atomic_target
-from cifar_lightning.runs import RESULTS_FILE
+from cifar_lightning.runs import RunError, read_results
 
 LAST = "last.ckpt"
 EXPORT_HINT = "model.pt2/model.onnx may be missing (export.export_net exports a checkpoint's network)."
@@ -258,12 +257,11 @@ def nothing_to_resume(
 ) -> str | None:
     """What to tell the user when resuming ``run`` (a run folder) from ``checkpoint`` would train nothing, else
     None (``fit_finished`` decides, from the run's results.json)."""
-    path = run / RESULTS_FILE
     try:
-        results = json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None  # unreadable results: the resume rewrites them
-    if results is None or not fit_finished(checkpoint, results, max_epochs, max_steps, time_budget):
+        results = read_results(run)
+    except RunError:
+        return None  # no results, or unreadable ones: the resume writes them
+    if not fit_finished(checkpoint, results, max_epochs, max_steps, time_budget):
         return None
     if (test := results.get("test/acc")) is not None:
         tested = f", test/acc {test:.4f}"

@@ -90,11 +90,13 @@ def _parsers(parser: ArgumentParser) -> list[Any]:
 
 # Warnings a run would print that no user can act on: Lightning 2.6 calling a torch API deprecated in 2.14, its model
 # summary's note that it sizes bf16 weights as fp32, and its warning that a resumed run's checkpoint folder is not
-# empty (it is the run's own folder). LightningCLI's "args parameter" warning is silenced where the CLI is built.
+# empty (it is the run's own folder).
 QUIET = (  # regular expressions, matched at the start of the message
     re.escape("`isinstance(treespec, LeafSpec)` is deprecated"),
     "Precision bf16-mixed is not supported by the model summary",
     "Checkpoint directory .* exists and is not empty",
+    # LightningCLI warns when given `args` while sys.argv has arguments: passing the expanded argv is the point
+    "LightningCLI's args parameter is intended",
 )
 
 
