@@ -76,9 +76,14 @@ def run_airbench(path: Path, work: Path, runs: int) -> dict[str, Any]:
         seconds.append(final_seconds(buffer.getvalue()))
         sys.stdout.write(buffer.getvalue())
     return {
-        "accs": accs, "mean": statistics.mean(accs), "std": statistics.pstdev(accs), "airbench_seconds": seconds,
-        "wall_seconds": walls, "warmup_and_compile_seconds": warmup, "gpu": torch.cuda.get_device_name(),
-    }  # fmt: skip
+        "accs": accs,
+        "mean": statistics.mean(accs),
+        "std": statistics.pstdev(accs),
+        "airbench_seconds": seconds,
+        "wall_seconds": walls,
+        "warmup_and_compile_seconds": warmup,
+        "gpu": torch.cuda.get_device_name(),
+    }
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from cifar_lightning import MEAN, STD, CIFAR10DataModule
-from cifar_lightning.sampling import _InMemory
 
 BATCH = 256
 
@@ -75,8 +74,8 @@ def minor_faults() -> int:
 
 
 def make_datamodule(images: torch.Tensor, labels: torch.Tensor) -> CIFAR10DataModule:
-    dm = CIFAR10DataModule(batch_size=BATCH, crop_padding=4)
-    dm.data_train = _InMemory(images, labels)  # the same in-memory images, without touching the disk
+    dm = CIFAR10DataModule.from_tensors(images, labels, val_split=0, batch_size=BATCH, crop_padding=4)
+    dm.setup("fit")  # the same in-memory images, without touching the disk
     return dm
 
 
@@ -102,8 +101,11 @@ def main() -> None:
     images, labels = load_images(args.data_dir, args.images)
     textbook = DataLoader(
         TextbookCIFAR(images.permute(0, 2, 3, 1).numpy().copy(), labels.numpy()),
-        batch_size=BATCH, shuffle=True, num_workers=args.workers, persistent_workers=args.workers > 0,
-    )  # fmt: skip
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
     ours = make_datamodule(images, labels)
     time_textbook(textbook), time_ours(ours)  # warm-up: worker start, allocator, oneDNN
     runs: dict[str, list[tuple[float, float]]] = {"textbook": [], "ours": []}
@@ -113,13 +115,17 @@ def main() -> None:
         time_ours(ours)
         runs["ours"].append(time_ours(ours))
     med = {k: statistics.median(rate for rate, _ in v) for k, v in runs.items()}
-    print(f"images per repeat: {len(labels)}, batch {BATCH}, repeats {args.repeats}, torch threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"images per repeat: {len(labels)}, batch {BATCH}, repeats {args.repeats}, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     for name, values in runs.items():
         rates, faults = [rate for rate, _ in values], [f for _, f in values]
-        print(f"{name:9s} median {med[name]:10,.0f} img/s  (min {min(rates):,.0f}, max {max(rates):,.0f}), page "
-              f"faults per batch in the main process: median {statistics.median(faults):.0f} "
-              f"({min(faults):.0f} to {max(faults):.0f})")  # fmt: skip
+        print(
+            f"{name:9s} median {med[name]:10,.0f} img/s  (min {min(rates):,.0f}, max {max(rates):,.0f}), page "
+            f"faults per batch in the main process: median {statistics.median(faults):.0f} "
+            f"({min(faults):.0f} to {max(faults):.0f})"
+        )
     print(f"speedup={med['ours'] / med['textbook']:.1f}x")
 
 

@@ -29,7 +29,6 @@ from overhead import MODEL_CLASSES, REPO, load_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_lightning.hardware import default_precision, describe
-from cifar_lightning.optim import build_optimizer
 
 
 def autocast(device: str, precision: str) -> AbstractContextManager[object]:
@@ -83,18 +82,19 @@ def profile(step: Callable[[], None], device: str, path: str, title: str) -> Non
 
 
 def measure(
-    model: str, batch: int, steps: int, precision: str, overrides: dict[str, object], device: str = "cpu",
+    model: str,
+    batch: int,
+    steps: int,
+    precision: str,
+    overrides: dict[str, object],
+    device: str = "cpu",
     profile_path: str | None = None,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     model_args, _ = load_config(model)
     class_path = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())["model"]["class_path"]
     module = MODEL_CLASSES["mlp" if class_path.endswith("MLPClassifier") else "cnn"](**{**model_args, **overrides})
     module.to(device)
-    hp = module.hparams
-    opt = build_optimizer(
-        module, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
-        hp["muon_momentum"],
-    )  # fmt: skip
+    opt = module.make_optimizer()
     x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
 
     def step() -> None:
@@ -111,9 +111,11 @@ def measure(
     seconds = timed(step, steps, device=device)
     achieved = flops_per_image * batch / seconds
     peak = matmul_peak(precision, device)
-    print(f"{model}: {flops_per_image / 1e9:.3f} GFLOP per training image, batch {batch}, {precision}: "
-          f"{seconds * 1e3:.1f} ms/step = {batch / seconds:,.0f} img/s = {achieved / 1e9:,.0f} GFLOP/s; "
-          f"matmul peak {peak / 1e9:,.0f} GFLOP/s")  # fmt: skip
+    print(
+        f"{model}: {flops_per_image / 1e9:.3f} GFLOP per training image, batch {batch}, {precision}: "
+        f"{seconds * 1e3:.1f} ms/step = {batch / seconds:,.0f} img/s = {achieved / 1e9:,.0f} GFLOP/s; "
+        f"matmul peak {peak / 1e9:,.0f} GFLOP/s"
+    )
     print(f"{model}_efficiency={100 * achieved / peak:.1f}%")
     if profile_path:
         profile(step, device, profile_path, f"{model}, batch {batch}, {precision}, {seconds * 1e3:.1f} ms/step")

@@ -28,9 +28,11 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more train.py flags, after --")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(REPO / "train.py"), "--model", args.model, "--data.data_dir", args.data_dir,
-               "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", out, "--wandb", "false",
-               "--trainer.enable_progress_bar", "false", *args.extra]  # fmt: skip
+        cmd = [
+            sys.executable, str(REPO / "train.py"), "--model", args.model, "--data.data_dir", args.data_dir,
+            "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", out,
+            "--wandb", "false", "--trainer.enable_progress_bar", "false", *args.extra,
+        ]  # fmt: skip
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         seconds = time.perf_counter() - start

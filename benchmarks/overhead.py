@@ -17,7 +17,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.hardware import DefaultPrecision, default_precision
 from cifar_lightning.modules import CIFAR10Classifier
-from cifar_lightning.optim import build_optimizer, lr_factor
-from cifar_lightning.sampling import _InMemory
+from cifar_lightning.optim import schedule_factor
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
@@ -45,18 +43,12 @@ def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return model_args, data_args
 
 
-class InMemoryData(CIFAR10DataModule):
-    """The DataModule's loaders and batched transforms over images already in memory: no disk, no download."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, val_count: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.data_train, self.data_val = _InMemory(images, labels), _InMemory(images[:val_count], labels[:val_count])
-
-    def prepare_data(self) -> None:
-        pass
-
-    def setup(self, stage: str | None = None) -> None:
-        pass
+def in_memory_data(images: torch.Tensor, labels: torch.Tensor, val_count: int, **kwargs: Any) -> CIFAR10DataModule:
+    """The DataModule over ``images`` (the last ``val_count`` held out for validation): no disk, the same batches for
+    every side of a comparison."""
+    dm = CIFAR10DataModule.from_tensors(images, labels, val_split=val_count, **kwargs)
+    dm.setup("fit")
+    return dm
 
 
 class EpochTimer(L.Callback):
@@ -71,10 +63,17 @@ def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision:
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
-            max_epochs=1, accelerator="cpu", precision=precision, limit_val_batches=0, enable_checkpointing=False,
-            logger=CSVLogger(tmp), callbacks=[timer], enable_progress_bar=True, enable_model_summary=False,
+            max_epochs=1,
+            accelerator="cpu",
+            precision=precision,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            logger=CSVLogger(tmp),
+            callbacks=[timer],
+            enable_progress_bar=True,
+            enable_model_summary=False,
             num_sanity_val_steps=0,
-        )  # fmt: skip
+        )
         trainer.fit(module, datamodule=dm)
     return timer.seconds
 
@@ -82,15 +81,11 @@ def lightning_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision:
 def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: DefaultPrecision) -> float:
     """The same work as Lightning's epoch, written out by hand; ``module`` is only used as the network."""
     hp = module.hparams
-    opt = build_optimizer(
-        module, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
-        hp["muon_momentum"],
-    )  # fmt: skip
+    opt = module.make_optimizer()
     dm.setup("fit")
     loader = dm.train_dataloader()
     total = len(loader)
-    factor = partial(lr_factor, total_steps=total, warmup_steps=max(1, round(hp["warmup_fraction"] * total)),
-                     schedule=hp["schedule"])  # fmt: skip
+    factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     module.train()
     start = time.perf_counter()
@@ -117,9 +112,9 @@ def main() -> None:
     model_args, data_args = load_config(args.model)
     precision = default_precision("cpu")
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (count,), generator=gen)
-    dm = InMemoryData(images, labels, **data_args)  # no disk, the same batches for both sides
+    images = torch.randint(0, 256, (count + 1, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (count + 1,), generator=gen)
+    dm = in_memory_data(images, labels, val_count=1, **data_args)  # `count` training images
 
     def fresh() -> CIFAR10Classifier:
         torch.manual_seed(0)
@@ -131,11 +126,15 @@ def main() -> None:
         times["plain"].append(plain_epoch(fresh(), dm, precision))
         times["lightning"].append(lightning_epoch(fresh(), dm, precision))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmodel {args.model}, {count} images/epoch, batch {dm.batch_size}, precision {precision}, "
-          f"repeats {args.repeats}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"\nmodel {args.model}, {count} images/epoch, batch {dm.batch_size}, precision {precision}, "
+        f"repeats {args.repeats}, torch threads {torch.get_num_threads()}"
+    )
     for name, values in times.items():
-        print(f"{name:9s} median {med[name]:7.2f} s/epoch ({count / med[name]:8,.0f} img/s)  "
-              f"runs: {', '.join(f'{v:.2f}' for v in values)}")  # fmt: skip
+        print(
+            f"{name:9s} median {med[name]:7.2f} s/epoch ({count / med[name]:8,.0f} img/s)  "
+            f"runs: {', '.join(f'{v:.2f}' for v in values)}"
+        )
     print(f"overhead={med['lightning'] / med['plain']:.3f}x")
 
 

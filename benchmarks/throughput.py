@@ -19,7 +19,7 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from overhead import MODEL_CLASSES, EpochTimer, InMemoryData, load_config
+from overhead import MODEL_CLASSES, EpochTimer, in_memory_data, load_config
 
 from cifar_lightning.hardware import default_precision
 
@@ -29,18 +29,25 @@ TRAIN, VAL = 45_000, 5_000
 def measure(model: str, images: int, accelerator: str) -> dict[str, float]:
     model_args, data_args = load_config(model)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    y = torch.randint(0, 10, (images,), generator=gen)
-    dm = InMemoryData(x, y, val_count=VAL, **data_args)
+    x = torch.randint(0, 256, (images + VAL, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (images + VAL,), generator=gen)
+    dm = in_memory_data(x, y, val_count=VAL, **data_args)  # `images` training images
     module = MODEL_CLASSES[model](**model_args)
     timer = EpochTimer()
     precision = default_precision(accelerator)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
-            max_epochs=2, accelerator=accelerator, devices=1, precision=precision, limit_val_batches=0,
-            enable_checkpointing=False, logger=CSVLogger(tmp), callbacks=[timer], enable_model_summary=False,
+            max_epochs=2,
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            logger=CSVLogger(tmp),
+            callbacks=[timer],
+            enable_model_summary=False,
             num_sanity_val_steps=0,
-        )  # fmt: skip
+        )
         trainer.fit(module, datamodule=dm)
         trainer.limit_val_batches = 1.0
         tta = module.hparams["tta_level"]
@@ -53,9 +60,11 @@ def measure(model: str, images: int, accelerator: str) -> dict[str, float]:
             eval_ips[level] = VAL / (time.perf_counter() - start)
     train_ips = images / timer.seconds
     fit = 5 * TRAIN / train_ips + 4 * VAL / eval_ips[0] + VAL / eval_ips[tta]
-    print(f"{model}: {type(trainer.accelerator).__name__}, {precision}, train {train_ips:8,.0f} img/s, eval "
-          f"{eval_ips[0]:8,.0f} img/s single-view, {eval_ips[tta]:8,.0f} img/s at tta_level {tta}; "
-          f"5 epochs of 45k+5k {fit:6.1f} s")  # fmt: skip
+    print(
+        f"{model}: {type(trainer.accelerator).__name__}, {precision}, train {train_ips:8,.0f} img/s, eval "
+        f"{eval_ips[0]:8,.0f} img/s single-view, {eval_ips[tta]:8,.0f} img/s at tta_level {tta}; "
+        f"5 epochs of 45k+5k {fit:6.1f} s"
+    )
     return {"train_ips": train_ips, "fit_seconds": fit}
 
 

@@ -32,13 +32,7 @@ from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_on
 from cifar_lightning.faults import GracefulStop
 from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
-from cifar_lightning.runs import (
-    RESULTS_FILE,
-    RunError,
-    model_name,
-    read_results,
-    write_json_atomic,
-)
+from cifar_lightning.runs import RESULTS_FILE, RunError, model_name, read_results, write_json_atomic
 from cifar_lightning.timing import CostReport, seconds_since_process_start
 
 
@@ -142,11 +136,18 @@ class RunSummary(L.Callback):
         stop = GracefulStop.of(trainer)
         if stop is None or stop.signal_name is None or trainer.state.fn != "fit" or stop.after_training:
             return  # a stop during test or the export leaves the finished fit's record as it was
-        self.results.update({
-            "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-            "interrupted": {"signal": stop.signal_name, "step": stop.step, "epoch": trainer.current_epoch,
-                            "checkpoint": stop.checkpoint},
-        })  # fmt: skip
+        self.results.update(
+            {
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "interrupted": {
+                    "signal": stop.signal_name,
+                    "step": stop.step,
+                    "epoch": trainer.current_epoch,
+                    "checkpoint": stop.checkpoint,
+                },
+            }
+        )
         self._write(trainer, pl_module)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -155,9 +156,12 @@ class RunSummary(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results["test_seconds"] = round(time.perf_counter() - self._test_start, 2)
         self.results.update(
-            {"test/acc": _metric(trainer, "test/acc"), "test/loss": _metric(trainer, "test/loss"),
-             "test/acc_top5": _metric(trainer, "test/acc_top5")}
-        )  # fmt: skip
+            {
+                "test/acc": _metric(trainer, "test/acc"),
+                "test/loss": _metric(trainer, "test/loss"),
+                "test/acc_top5": _metric(trainer, "test/acc_top5"),
+            }
+        )
         metrics, classes = trainer.callback_metrics, classifier(pl_module).class_names
         for kind in ("acc", "precision", "f1"):
             self.results[f"test/{kind}_per_class"] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -27,18 +27,19 @@ from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
     AtomicCheckpointIO,
     CheckpointWriteError,
+    DivergedError,
     GracefulStop,
     check_checkpoint,
     checkpoint_callbacks,
     find_last_checkpoint,
     nothing_to_resume,
-    out_of_memory,
+    out_of_memory_message,
     read_checkpoint,
 )
 from cifar_lightning.figures import RunFigures
 from cifar_lightning.hardware import default_precision
-from cifar_lightning.loggers import RunCSVLogger, WandbRunSetup, finish_wandb, make_wandb_logger, plain_config
-from cifar_lightning.modules import CIFAR10Classifier, DivergedError
+from cifar_lightning.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
+from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.predict import PredictionWriter
 from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
 from cifar_lightning.runs import RUN_ID_ENV, new_run_id
@@ -57,46 +58,41 @@ class CIFARCLI(LightningCLI):
         self.new_run_folder: Path | None = None  # the run folder this command created (not a resumed run's)
         self.exit_code = 0
         super().__init__(
-            CIFAR10Classifier, CIFAR10DataModule, subclass_mode_model=True, args=args, run=run,
-            parser_class=BriefParser, parser_kwargs={"description": help_text()},
+            CIFAR10Classifier,
+            CIFAR10DataModule,
+            subclass_mode_model=True,
+            args=args,
+            run=run,
+            parser_class=BriefParser,
+            parser_kwargs={"description": help_text()},
             trainer_defaults={
                 "default_root_dir": "runs",
                 "callbacks": [
-                    GracefulStop(), CostReport(), RunSummary(), RunFigures(), ExportBest(), PredictionWriter()
+                    GracefulStop(),
+                    CostReport(),
+                    RunSummary(),
+                    RunFigures(),
+                    ExportBest(),
+                    PredictionWriter(),
                 ],
             },
-            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
-        )  # fmt: skip
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--wandb", type=bool, default=True, help="Log to Weights & Biases (offline without a key).")
-        parser.add_argument(
-            "--wandb_project", type=str | None, default=None,
-            help="W&B project; default: $WANDB_PROJECT, else cifar-lightning.",
-        )  # fmt: skip
-        parser.add_argument(
-            "--wandb_entity", type=str | None, default=None, help="W&B entity (team); default: $WANDB_ENTITY."
-        )
+        def add(name: str, kind: Any, default: Any, text: str) -> None:
+            parser.add_argument(f"--{name}", type=kind, default=default, help=text)
+
+        add("wandb", bool, True, "Log to Weights & Biases (offline without a key).")
+        add("wandb_project", str | None, None, "W&B project; default: $WANDB_PROJECT, else cifar-lightning.")
+        add("wandb_entity", str | None, None, "W&B entity (team); default: $WANDB_ENTITY.")
         if self.fit_and_test:  # the subcommands define their own ckpt_path
-            parser.add_argument(
-                "--ckpt_path", type=str | None, default=None,
-                help="Checkpoint to resume fit from, or 'last': the newest last.ckpt of this model under the root dir.",
-            )  # fmt: skip
-        parser.add_argument(
-            "--ckpt_every_minutes", type=float | None, default=10.0, help="Also save last.ckpt this often."
-        )
-        parser.add_argument(
-            "--ckpt_every_n_steps", type=int | None, default=None, help="Also save last.ckpt every N steps."
-        )
-        parser.add_argument(
-            "--export", type=ExportFormats, default="all",
-            help="After fit, export the best network: model.pt2 and model.onnx (all), model.pt2 only, or none.",
-        )  # fmt: skip
-        parser.add_argument(
-            "--time_budget", type=float | None, default=None,
-            help="Minutes the whole run may take, start to exit: the schedule follows the clock and ends annealed "
-            "and evaluated within them, whatever the epoch count says.",
-        )  # fmt: skip
+            add("ckpt_path", str | None, None, "Resume fit from this .ckpt, or 'last': the model's newest run's.")
+        add("ckpt_every_minutes", float | None, 10.0, "Also save last.ckpt this often.")
+        add("ckpt_every_n_steps", int | None, None, "Also save last.ckpt every N steps.")
+        add("export", ExportFormats, "all", "After fit, export the best network: .pt2 and .onnx (all), pt2, none.")
+        add("time_budget", float | None, None, "Minutes for the whole run; the schedule follows the clock to fit.")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses, then checks a subcommand's ``--ckpt_path`` file: LightningCLI reads its hyperparameters next, and a
@@ -157,14 +153,12 @@ class CIFARCLI(LightningCLI):
             checkpoint = check_checkpoint(path, self.model)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        in_run = (
-            path.parent.name == "checkpoints" and path.parent.parent.parent.resolve() == (root / model_name).resolve()
-        )
-        if in_run and self.subcommand in (None, "fit"):
-            self.refuse_finished(path.parent.parent, checkpoint)
-            return str(path), path.parent.parent.name, int(checkpoint.get("global_step", 0))
-        if in_run and self.subcommand == "test":
-            self.evaluated_run = path.parent.parent
+        run = runs.run_of_checkpoint(path, root / model_name)
+        if run is not None and self.subcommand in (None, "fit"):
+            self.refuse_finished(run, checkpoint)
+            return str(path), run.name, int(checkpoint.get("global_step", 0))
+        if run is not None and self.subcommand == "test":
+            self.evaluated_run = run
         return str(path), None, None
 
     def refuse_finished(self, run: Path, checkpoint: dict[str, Any]) -> None:
@@ -212,22 +206,16 @@ class CIFARCLI(LightningCLI):
             raise
 
     def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:
-        """The run's CSV logger (first: ``trainer.log_dir``, where config.yaml, checkpoints/ and results.json go, is
-        its folder), the W&B logger unless ``--wandb false`` or the user passed one, then the user's own loggers."""
+        """The run's loggers (``loggers.run_loggers``): W&B unless ``--wandb false``, then the user's own."""
         cfg = self._cfg()
         given = self._get(self.config_init, "trainer", default={}).get("logger")
         user = [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
-        csv_logger = RunCSVLogger(run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name,
-                                  resume_step=resume_step)  # fmt: skip
-        if not smoke_test:  # create the folder now, before SaveConfigCallback writes config.yaml into it
-            _ = csv_logger.experiment
-        loggers: list[Logger] = [csv_logger]
-        if cfg.wandb and not smoke_test and not any(isinstance(logger, WandbLogger) for logger in user):
+        wandb = None
+        if cfg.wandb and not smoke_test:
             source = sources.find_source(self.datamodule.data_dir) or "download"
             tags = [f"precision:{cfg.trainer.precision}", f"data:{source}", self.subcommand or "fit+test"]
-            config, names = plain_config(cfg.as_dict()), (cfg.get("wandb_project"), cfg.get("wandb_entity"))
-            loggers.append(make_wandb_logger(run_dir, run_dir.parent.name, run_dir.name, config, tags, *names))
-        return loggers + user
+            wandb = WandbOptions(plain_config(cfg.as_dict()), tags, cfg.get("wandb_project"), cfg.get("wandb_entity"))
+        return run_loggers(run_dir, resume_step, smoke_test, wandb, user)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -296,15 +284,10 @@ def _main(args: list[str] | None = None) -> int:
     except (DivergedError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
     except (MemoryError, RuntimeError) as err:
-        if not out_of_memory(err):
+        message = out_of_memory_message(err, getattr(getattr(cli, "datamodule", None), "batch_size", None))
+        if message is None:
             raise
-        batch = getattr(getattr(cli, "datamodule", None), "batch_size", None)
-        what = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        print(
-            f"error: out of memory ({what}). Lower --data.batch_size{f' (now {batch})' if batch else ''}, or train "
-            "a smaller model (--model cnn_fast); the checkpoints written so far are kept (--ckpt_path last resumes).",
-            file=sys.stderr,
-        )
+        print(f"error: {message}", file=sys.stderr)
     except NothingToDo as done:
         print(done)
         code = 0
@@ -313,7 +296,7 @@ def _main(args: list[str] | None = None) -> int:
             discard = True  # stopped before its first step (while decoding, say): nothing worth keeping
         if cli is not None:
             finish_wandb(cli.trainer, code, hint=not discard)
-            if discard and cli.new_run_folder is not None and not (cli.new_run_folder / "checkpoints").exists():
+            if discard and cli.new_run_folder is not None and not (cli.new_run_folder / runs.CHECKPOINTS_DIR).exists():
                 shutil.rmtree(cli.new_run_folder, ignore_errors=True)
         if owns_run_id:  # a second run in the same process gets a folder of its own
             os.environ.pop(RUN_ID_ENV, None)

@@ -1,17 +1,6 @@
 """CIFAR-10 facts, named once. Everything else imports them from here."""
 
-CLASSES: tuple[str, ...] = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASSES)
 IMAGE_SIZE = 32
 IMAGE_SHAPE: tuple[int, int, int] = (3, IMAGE_SIZE, IMAGE_SIZE)  # (C, H, W), the layout batches leave the loader in

@@ -111,9 +111,13 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     @classmethod
     def from_tensors(
-        cls, images: Tensor, labels: Tensor, test_images: Tensor | None = None, test_labels: Tensor | None = None,
+        cls,
+        images: Tensor,
+        labels: Tensor,
+        test_images: Tensor | None = None,
+        test_labels: Tensor | None = None,
         **kwargs: Any,
-    ) -> CIFAR10DataModule:  # fmt: skip
+    ) -> CIFAR10DataModule:
         """A DataModule over images already in memory: uint8 ``(N, 3, 32, 32)`` and int64 labels, for the training
         split (held out for validation as ``val_split`` says) and optionally a test split. No files, no cache; the
         loaders, sharding and batched transforms are the usual ones. ``kwargs``: the other ``__init__`` arguments."""
@@ -228,13 +232,24 @@ class CIFAR10DataModule(L.LightningDataModule):
         # A training batch of one image is dropped whatever drop_last says: batch norm cannot normalize it.
         drop = train and (self.drop_last or (len(data) // world) % self.batch_size == 1)
         sampler = ShardedBatchSampler(
-            data, self.batch_size, shuffle=train and self.shuffle, drop_last=drop, even=train, seed=self.seed,
-            rank=rank, world_size=world, alternate_flip=train and self.augment and self.alternate_flip,
-        )  # fmt: skip
+            data,
+            self.batch_size,
+            shuffle=train and self.shuffle,
+            drop_last=drop,
+            even=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            alternate_flip=train and self.augment and self.alternate_flip,
+        )
         return DataLoader(
-            data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-        )  # fmt: skip
+            data,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, train=True)

@@ -71,9 +71,12 @@ def _metadata(classes: Sequence[str], extra: dict[str, Any] | None, normalizatio
 
 
 def export_net(
-    net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None,
+    net: nn.Module,
+    path: Path,
+    classes: Sequence[str],
+    extra: dict[str, Any] | None = None,
     normalization: Normalization = (MEAN, STD),
-) -> Path:  # fmt: skip
+) -> Path:
     """Exports ``net`` with ``torch.export`` to ``path`` (``.pt2``), with a dynamic batch size."""
     example = torch.rand(2, *IMAGE_SHAPE)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -87,9 +90,12 @@ def export_net(
 
 
 def export_onnx(
-    net: nn.Module, path: Path, classes: Sequence[str], extra: dict[str, Any] | None = None,
+    net: nn.Module,
+    path: Path,
+    classes: Sequence[str],
+    extra: dict[str, Any] | None = None,
     normalization: Normalization = (MEAN, STD),
-) -> Path | None:  # fmt: skip
+) -> Path | None:
     """Also an ONNX file, input ``images`` and output ``logits``, metadata in its ``metadata_props``; only where the
     ``onnx`` and ``onnxscript`` packages (what torch's exporter needs) are installed, else None."""
     try:
@@ -100,10 +106,16 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=65536)
     with atomic_target(path, keep_suffix=True) as tmp:  # onnx.save picks the format from the suffix
         torch.onnx.export(
-            _portable(net, normalization), (torch.rand(2, *IMAGE_SHAPE),), tmp, input_names=["images"],
-            output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+            _portable(net, normalization),
+            (torch.rand(2, *IMAGE_SHAPE),),
+            tmp,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            external_data=False,
             verbose=False,  # else 8 lines of progress on every run
-        )  # fmt: skip
+        )
         model = onnx.load(tmp)
         onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra, normalization))})
         onnx.save(model, tmp)

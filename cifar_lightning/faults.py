@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.files import atomic_target
-from cifar_lightning.runs import RunError, read_results
+from cifar_lightning.runs import CHECKPOINTS_DIR, RunError, read_results
 
 LAST = "last.ckpt"
 EXPORT_HINT = "model.pt2/model.onnx may be missing (export.export_net exports a checkpoint's network)."
@@ -159,12 +159,34 @@ class GracefulStop(L.Callback):
         return 128 + (signal.SIGINT if self.signal_name == "SIGINT" else signal.SIGTERM)
 
 
-def out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is the machine running out of memory: Python's MemoryError, torch's on a GPU, or the CPU
-    allocator's RuntimeError."""
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite (``loss`` None: on another rank); the message names the step and the
+    likely causes."""
+
+    def __init__(self, loss: float | None, step: int, epoch: int, lr: float, precision: str) -> None:
+        advice = f"a learning rate too high for this model (lr={lr}: try --model.lr {lr / 4:g})"
+        if precision != "32-true":
+            advice += f", or an overflow in reduced precision ({precision}: try --trainer.precision 32-true)"
+        value = "NaN or infinite on another rank" if loss is None else loss
+        super().__init__(
+            f"train/loss became {value} at step {step} (epoch {epoch}); stopping instead of training on garbage. "
+            f"Likely causes: {advice}."
+        )
+
+
+def out_of_memory_message(err: BaseException, batch_size: int | None) -> str | None:
+    """What to do, when ``err`` is the machine running out of memory: Python's MemoryError, torch's on a GPU, or the
+    CPU allocator's RuntimeError; None for any other error."""
     text = str(err)
-    return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
+    if not isinstance(err, MemoryError | torch.OutOfMemoryError) and not (
         isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
+        return None
+    what = text.splitlines()[0][:160] if text else type(err).__name__
+    now = f" (now {batch_size})" if batch_size else ""
+    return (
+        f"out of memory ({what}). Lower --data.batch_size{now}, or train a smaller model (--model cnn_fast); the "
+        "checkpoints written so far are kept (--ckpt_path last resumes)."
     )
 
 
@@ -172,10 +194,15 @@ def checkpoint_callbacks(every_minutes: float | None, every_n_steps: int | None)
     """Best-by-val/acc plus ``last.ckpt`` every epoch, and ``last.ckpt`` again at the intervals asked for (one
     ``last.ckpt``, whichever callback wrote it)."""
     keep: dict[str, Any] = {"save_last": True, "enable_version_counter": False}
-    callbacks = [ModelCheckpoint(
-        monitor="val/acc", mode="max", auto_insert_metric_name=False,
-        filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}", **keep,
-    )]  # fmt: skip
+    callbacks = [
+        ModelCheckpoint(
+            monitor="val/acc",
+            mode="max",
+            auto_insert_metric_name=False,
+            filename="epoch={epoch}-step={step}-val_acc={val/acc:.4f}",
+            **keep,
+        )
+    ]
     if every_minutes:
         callbacks.append(ModelCheckpoint(save_top_k=0, train_time_interval=timedelta(minutes=every_minutes), **keep))
     if every_n_steps:
@@ -185,7 +212,7 @@ def checkpoint_callbacks(every_minutes: float | None, every_n_steps: int | None)
 
 def find_last_checkpoint(run_root: Path) -> Path | None:
     """The most recently written ``<run>/checkpoints/last.ckpt`` under ``run_root`` (``runs/<model>``)."""
-    found = [p for p in run_root.glob(f"*/checkpoints/{LAST}") if p.is_file()]
+    found = [p for p in run_root.glob(f"*/{CHECKPOINTS_DIR}/{LAST}") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
@@ -228,9 +255,12 @@ def completed_epochs(checkpoint: dict[str, Any]) -> int:
 
 
 def fit_finished(
-    checkpoint: dict[str, Any], results: dict[str, Any] | None, max_epochs: int | None, max_steps: int | None,
+    checkpoint: dict[str, Any],
+    results: dict[str, Any] | None,
+    max_epochs: int | None,
+    max_steps: int | None,
     time_budget: float | None,
-) -> bool:  # fmt: skip
+) -> bool:
     """Whether resuming from ``checkpoint`` would train nothing: its run's fit ended normally at this very checkpoint
     (``results``, the run's results.json, says so) and the stopping point asked for now is no later than then.
 
@@ -239,9 +269,11 @@ def fit_finished(
     """
     step = int(checkpoint.get("global_step", 0))
     ended_here = (
-        results is not None and results.get("interrupted") is None and results.get("train_seconds") is not None
+        results is not None
+        and results.get("interrupted") is None
+        and results.get("train_seconds") is not None
         and results.get("global_step") == step
-    )  # fmt: skip
+    )
     if not ended_here or results is None:
         return False
     if max_steps is not None and max_steps >= 0:

@@ -40,9 +40,14 @@ class RunFigures(L.Callback):
         self._mistakes = None
 
     def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if not trainer.is_global_zero or not isinstance(outputs, Tensor):
             return
         images, labels = batch
@@ -104,9 +109,13 @@ class RunFigures(L.Callback):
         if test and self._mistakes is not None and len(self._mistakes[0]):
             confidence, images, true, predicted = self._mistakes
             figures["mistakes"] = plots.mistakes_grid(
-                images.numpy(), true.tolist(), predicted.tolist(), confidence.tolist(), classes,
+                images.numpy(),
+                true.tolist(),
+                predicted.tolist(),
+                confidence.tolist(),
+                classes,
                 normalization=classifier(pl_module).input_normalization,
-            )  # fmt: skip
+            )
         return figures
 
 
@@ -149,5 +158,6 @@ def log_predictions_table(
         for image, t, p, c in zip(*columns, strict=True):
             rows.append([wandb.Image(image.transpose(1, 2, 0)), classes[t], classes[p], round(c, 4), mistake or t != p])
     if rows:
-        logger.log_table("test/predictions", columns=["image", "truth", "prediction", "confidence", "mistake"],
-                         data=rows)  # fmt: skip
+        logger.log_table(
+            "test/predictions", columns=["image", "truth", "prediction", "confidence", "mistake"], data=rows
+        )

@@ -10,11 +10,11 @@ import netrc
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -95,9 +95,14 @@ def wandb_run_id(run_dir: Path, group: str, name: str) -> str:
 
 
 def make_wandb_logger(
-    run_dir: Path, group: str, name: str, config: dict[str, Any] | None = None, tags: Sequence[str] = (),
-    project: str | None = None, entity: str | None = None,
-) -> WandbLogger:  # fmt: skip
+    run_dir: Path,
+    group: str,
+    name: str,
+    config: dict[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    project: str | None = None,
+    entity: str | None = None,
+) -> WandbLogger:
     """A WandbLogger writing into ``run_dir/wandb``; offline unless credentials exist or WANDB_MODE says otherwise.
 
     ``group`` (the model name) and ``tags`` let the dashboard put runs side by side without manual setup;
@@ -116,24 +121,57 @@ def make_wandb_logger(
     mode: dict[str, Any] = {"mode": "offline"} if offline else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
-        project=project or os.environ.get("WANDB_PROJECT") or PROJECT, entity=entity or os.environ.get("WANDB_ENTITY"),
-        group=group, name=f"{group}-{name}", id=wandb_run_id(run_dir, group, name), resume="allow",
-        save_dir=str(run_dir), log_model=os.environ.get("WANDB_MODE") != "disabled", config=config, tags=list(tags),
+        project=project or os.environ.get("WANDB_PROJECT") or PROJECT,
+        entity=entity or os.environ.get("WANDB_ENTITY"),
+        group=group,
+        name=f"{group}-{name}",
+        id=wandb_run_id(run_dir, group, name),
+        resume="allow",
+        save_dir=str(run_dir),
+        log_model=os.environ.get("WANDB_MODE") != "disabled",
+        config=config,
+        tags=list(tags),
         **mode,
-    )  # fmt: skip
+    )
+
+
+class WandbOptions(NamedTuple):
+    """What a run's W&B logger gets besides its folder: the resolved config, tags, project and entity."""
+
+    config: dict[str, Any]
+    tags: Sequence[str]
+    project: str | None
+    entity: str | None
+
+
+def run_loggers(
+    run_dir: Path, resume_step: int | None, smoke_test: bool, wandb: WandbOptions | None, user: Sequence[Logger]
+) -> list[Logger]:
+    """The run's CSV logger first (``trainer.log_dir``, where config.yaml, checkpoints/ and results.json go, is its
+    folder), then W&B (unless ``wandb`` is None or the user passed a ``WandbLogger``), then the user's loggers."""
+    csv_logger = RunCSVLogger(
+        run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, resume_step=resume_step
+    )
+    if not smoke_test:  # create the folder now, before SaveConfigCallback writes config.yaml into it
+        _ = csv_logger.experiment
+    loggers: list[Logger] = [csv_logger]
+    if wandb is not None and not any(isinstance(logger, WandbLogger) for logger in user):
+        loggers.append(make_wandb_logger(run_dir, run_dir.parent.name, run_dir.name, *wandb))
+    return [*loggers, *user]
 
 
 class WandbRunSetup(L.Callback):
-    """Rank 0, when fit or test starts: the parameter count into the run config, and ``val/acc`` summarized by its
-    maximum (W&B keeps the last value by default, which is not the run's result)."""
+    """Rank 0, when fit or test starts: the parameter count into the run config.
+
+    Summaries stay W&B's default, the last value, so they are plain numbers that the end-of-run console summary
+    prints (it skips a ``summary="max"`` metric's nested value): ``val/acc`` is the final weights' accuracy, and
+    ``val/acc_best``, a running maximum, the best epoch's."""
 
     @rank_zero_only
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 run = logger.experiment
-                run.define_metric("val/acc", summary="max")
-                run.define_metric("val/acc_best", summary="max")
                 run.config.update({"parameters": count_parameters(pl_module)}, allow_val_change=True)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -16,27 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
 from cifar_lightning.augment import tta_logits
-from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
+from cifar_lightning.constants import CLASSES, IMAGE_SIZE, MEAN, NUM_CLASSES, STD
 from cifar_lightning.export import Normalization
+from cifar_lightning.faults import DivergedError
+from cifar_lightning.metrics import TestReport, accuracy
 from cifar_lightning.nets import CNN, MLP
-from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, lr_factor, lr_factor_at
+from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
 from cifar_lightning.timing import TimeBudget
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
-
-
-class DivergedError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the step and the likely causes."""
 
 
 def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -97,18 +87,10 @@ class CIFAR10Classifier(L.LightningModule):
             raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}.")
         # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
         self.save_hyperparameters()
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        # The full test report; torchmetrics synchronizes every piece across ranks. Per-class accuracy is recall.
-        self.test_report = MetricCollection({
-            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-            "precision": MulticlassPrecision(num_classes, average="none"),
-            "recall": MulticlassRecall(num_classes, average="none"),
-            "f1": MulticlassF1Score(num_classes, average="none"),
-            "confusion": MulticlassConfusionMatrix(num_classes),
-        })  # fmt: skip
+        self.train_metrics = accuracy(num_classes, "train")
+        self.val_metrics = accuracy(num_classes, "val")
+        self.test_metrics = accuracy(num_classes, "test")
+        self.test_report = TestReport(num_classes)
         self.test_confusion: Tensor | None = None  # (true, predicted) counts of the last test, for the figures
         self.val_acc_best = MaxMetric()
         self.train_loss = MeanMetric()
@@ -157,26 +139,14 @@ class CIFAR10Classifier(L.LightningModule):
         self.train_loss.reset()
         self.train_metrics.reset()
 
-    def _diverged_message(self, loss: Tensor) -> str:
-        value = loss.item() if not torch.isfinite(loss) else "NaN or infinite on another rank"
-        lr = self.hparams["lr"]
-        advice = f"a learning rate too high for this model (lr={lr}: try --model.lr {lr / 4:g})"
-        if self.trainer.precision != "32-true":
-            advice += (
-                f", or an overflow in reduced precision ({self.trainer.precision}: try --trainer.precision 32-true)"
-            )
-        return (
-            f"train/loss became {value} at step {self.global_step} (epoch {self.current_epoch}); stopping instead of "
-            f"training on garbage. Likely causes: {advice}."
-        )
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
         diverged = not torch.isfinite(loss)  # one host sync per step, which the progress bar's loss display pays anyway
         if self.trainer.world_size > 1:  # decided on every rank: one rank stopping alone leaves the others hanging
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
-            raise DivergedError(self._diverged_message(loss))
+            value = loss.item() if not torch.isfinite(loss) else None
+            raise DivergedError(value, self.global_step, self.current_epoch, self.hparams["lr"], self.trainer.precision)
         # Per-step values only on the steps the loggers write (every log_every_n_steps): each self.log call costs
         # Lightning's bookkeeping, which is measurable against a small model's step (benchmarks/overhead.py).
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
@@ -233,44 +203,47 @@ class CIFAR10Classifier(L.LightningModule):
         if statistics is not None:
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not self.hparams["lookahead"]:
-            return
-        step = self.trainer.global_step
+    def training_progress(self) -> tuple[float, bool]:
+        """The fraction of training done, and whether it is over: of the time budget if one is set, else of the
+        steps. Lookahead's pull and progressive resizing follow it, as the learning rate does."""
         if budget := TimeBudget.of(self.trainer):
-            self.lookahead.step(self.net, step, budget.progress, budget.final)
-        else:
-            total = int(self.trainer.estimated_stepping_batches)
-            self.lookahead.step(self.net, step, step / total, step >= total)
+            return budget.progress, budget.final
+        step, total = self.trainer.global_step, int(self.trainer.estimated_stepping_batches)
+        return step / total, step >= total
+
+    def step_cost(self, progress: float) -> float:
+        """A training step's cost at ``progress``, relative to a full-size one; the cost report projects with it."""
+        return 1.0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams["lookahead"]:
+            self.lookahead.step(self.net, self.trainer.global_step, *self.training_progress())
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        report = self.test_report.compute()  # already reduced over ranks
-        self.test_confusion = report.pop("confusion").cpu()
-        logs = {"test/acc_top5": report.pop("acc_top5")}
-        for i, name in enumerate(self.class_names):
-            logs[f"test/acc_{name}"] = report["recall"][i]
-            logs.update({f"test/{kind}_{name}": values[i] for kind, values in report.items() if kind != "recall"})
+        logs, confusion = self.test_report.logs(self.class_names)  # already reduced over ranks
+        self.test_confusion = confusion.cpu()
         self.log_dict(logs)
         self.test_report.reset()
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the hyperparameters name, over this module's parameter groups (``optim.build_optimizer``)."""
+        hp = self.hparams
+        names = ("optimizer", "lr", "momentum", "weight_decay", "bias_lr_scale", "muon_lr", "muon_momentum")
+        return build_optimizer(self, **{name: hp[name] for name in names})
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = build_optimizer(
-            self, hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"], hp["bias_lr_scale"], hp["muon_lr"],
-            hp["muon_momentum"],
-        )  # fmt: skip
-        if budget := TimeBudget.of(self.trainer):  # the wall clock drives the schedule, read at every step
-
-            def factor(step: int) -> float:
-                return lr_factor_at(budget.progress, hp["warmup_fraction"], hp["schedule"])
+        opt = self.make_optimizer()
+        # Under a time budget the wall clock drives the schedule, read at every step (the step count is unbounded).
+        if budget := TimeBudget.of(self.trainer):
+            factor = schedule_factor(0, hp["warmup_fraction"], hp["schedule"], progress=lambda: budget.progress)
         else:
             total = int(self.trainer.estimated_stepping_batches)
-            warmup = max(1, round(hp["warmup_fraction"] * total))
-            factor = partial(lr_factor, total_steps=total, warmup_steps=warmup, schedule=hp["schedule"])
+            factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -332,6 +305,11 @@ class CNNClassifier(CIFAR10Classifier):
         compile: ``torch.compile`` the network when the Trainer sets the model up (fuses batch norm, activation and
             pooling into fewer kernels on GPUs; the first steps pay for the compilation). On CPUs it measured slower
             (README "Results").
+        low_res: progressive resizing: train the first ``low_res_fraction`` of the run on the augmented images
+            downscaled to this many pixels a side, then at full size. A step costs about ``(low_res / 32) ** 2`` of a
+            full-size one (the convolutions scale with the pixels), and the weights carry over because every layer
+            is resolution-agnostic up to the global max-pool. None: full size throughout.
+        low_res_fraction: the share of training (of the steps, or of the time budget) spent at ``low_res``.
     """
 
     net: CNN
@@ -345,6 +323,8 @@ class CNNClassifier(CIFAR10Classifier):
         whiten: bool = True,
         channels_last: bool = True,
         compile: bool = False,
+        low_res: int | None = None,
+        low_res_fraction: float = 0.57,
         num_classes: int = NUM_CLASSES,
         lr: float = 1.0,
         weight_decay: float = 1.3e-3,
@@ -361,6 +341,14 @@ class CNNClassifier(CIFAR10Classifier):
     ) -> None:
         super().__init__(**base_arguments(locals()))
         self.net = CNN(num_classes, widths, drop_rate, bn_momentum, head_scale, whiten)
+        smallest = 2 ** len(widths) + 1  # the stem takes one pixel, each block's pooling halves what is left
+        if low_res is not None and not smallest <= low_res <= IMAGE_SIZE:
+            raise ValueError(
+                f"low_res must be between {smallest} (for {len(widths)} blocks) and {IMAGE_SIZE} pixels, got "
+                f"{low_res}; or null to train at full size throughout."
+            )
+        if not 0.0 <= low_res_fraction <= 1.0:
+            raise ValueError(f"low_res_fraction is a share of training, from 0 to 1; got {low_res_fraction}.")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -373,3 +361,16 @@ class CNNClassifier(CIFAR10Classifier):
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def _at_low_res(self, progress: float) -> bool:
+        return self.hparams["low_res"] is not None and progress < self.hparams["low_res_fraction"]
+
+    def step_cost(self, progress: float) -> float:
+        return (self.hparams["low_res"] / IMAGE_SIZE) ** 2 if self._at_low_res(progress) else 1.0
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        if self._at_low_res(self.training_progress()[0]):
+            # antialiased, as a camera would see the scene at that size: plain bilinear would alias the fine detail
+            x = F.interpolate(x, size=self.hparams["low_res"], mode="bilinear", antialias=True)
+        return super().training_step((x, y), batch_idx)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -31,6 +33,17 @@ def lr_factor_at(progress: float, warmup_fraction: float, schedule: Schedule) ->
     return _decay(min(1.0, (progress - warmup_fraction) / max(1e-9, 1 - warmup_fraction)), schedule)
 
 
+def schedule_factor(
+    total_steps: int, warmup_fraction: float, schedule: Schedule, progress: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """``LambdaLR``'s multiplier per step: by the step count over ``total_steps`` or, given ``progress`` (a time
+    budget's fraction used, read at every step), by that fraction."""
+    if progress is not None:
+        return lambda step: lr_factor_at(progress(), warmup_fraction, schedule)
+    warmup = max(1, round(warmup_fraction * total_steps))
+    return partial(lr_factor, total_steps=total_steps, warmup_steps=warmup, schedule=schedule)
+
+
 def _decay(progress: float, schedule: Schedule) -> float:
     if schedule == "linear":
         return 1.0 - progress
@@ -55,9 +68,12 @@ def param_groups(
             (filters if muon_lr is not None and p.ndim == 4 else others).append(p)
     groups = [
         {"params": [p for p in others if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for p in others if p.ndim <= 1], "lr": lr * bias_lr_scale,
-         "weight_decay": weight_decay / bias_lr_scale},
-    ]  # fmt: skip
+        {
+            "params": [p for p in others if p.ndim <= 1],
+            "lr": lr * bias_lr_scale,
+            "weight_decay": weight_decay / bias_lr_scale,
+        },
+    ]
     if filters:
         groups.append({"params": filters, "lr": muon_lr, "weight_decay": 0.0, "orthogonalize": True})
     return groups
@@ -126,7 +142,8 @@ class Muon(torch.optim.Optimizer):
 
 def build_optimizer(
     module: nn.Module,
-    name: OptimizerName,
+    *,
+    optimizer: OptimizerName,
     lr: float,
     momentum: float,
     weight_decay: float,
@@ -134,11 +151,12 @@ def build_optimizer(
     muon_lr: float,
     muon_momentum: float,
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``param_groups(module, ...)``; ``muon_*`` apply to ``muon`` only."""
-    groups = param_groups(module, lr, weight_decay, bias_lr_scale, muon_lr if name == "muon" else None)
-    if name == "sgd":
+    """The optimizer named ``optimizer`` over ``param_groups(module, ...)``; ``muon_*`` apply to ``muon`` only.
+    Keyword-only, named as the LightningModule's hyperparameters, so they pass by name."""
+    groups = param_groups(module, lr, weight_decay, bias_lr_scale, muon_lr if optimizer == "muon" else None)
+    if optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    if name == "adamw":
+    if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     if not groups[-1].get("orthogonalize"):  # param_groups appends the filter group only when there are filters
         net = getattr(module, "net", module)

@@ -100,9 +100,14 @@ def per_class_bars(values: Mapping[str, Mapping[str, float]], ylabel: str = "tes
 
 
 def mistakes_grid(
-    images: np.ndarray, true: Sequence[int], predicted: Sequence[int], confidence: Sequence[float],
-    classes: Sequence[str], columns: int = 8, normalization: Normalization = (MEAN, STD),
-) -> Figure:  # fmt: skip
+    images: np.ndarray,
+    true: Sequence[int],
+    predicted: Sequence[int],
+    confidence: Sequence[float],
+    classes: Sequence[str],
+    columns: int = 8,
+    normalization: Normalization = (MEAN, STD),
+) -> Figure:
     """A grid of images ``(N, 3, 32, 32)`` (uint8, or model inputs: floats normalized with ``normalization``, or
     0..1 where it is None) titled ``true -> predicted (confidence)``; red titles mark mistakes."""
     pixels = to_uint8(images, normalization)

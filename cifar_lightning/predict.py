@@ -121,9 +121,15 @@ class PredictionWriter(BasePredictionWriter):
         self._rows = []
 
     def write_on_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
-        batch: Any, batch_idx: int, dataloader_idx: int,
-    ) -> None:  # fmt: skip
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         labels = batch[1].tolist()
         for probabilities, label in zip(prediction.float().cpu().tolist(), labels, strict=True):
             index = trainer.global_rank + trainer.world_size * len(self._rows)

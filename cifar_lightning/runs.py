@@ -14,6 +14,7 @@ from typing import Any
 from cifar_lightning.files import atomic_target
 
 RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run the script
+CHECKPOINTS_DIR = "checkpoints"  # Lightning's ModelCheckpoint folder under the first logger's log_dir
 RESULTS_FILE = "results.json"  # written by callbacks.RunSummary
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
@@ -23,6 +24,14 @@ def model_name(model: object) -> str:
     """The name a model's runs are filed under, ``runs/<name>/<run id>/``: ``CNNClassifier`` -> ``cnn``."""
     cls = model if isinstance(model, type) else type(model)
     return cls.__name__.removesuffix("Classifier").lower()
+
+
+def run_of_checkpoint(checkpoint: Path, model_root: Path) -> Path | None:
+    """The run folder holding ``checkpoint`` when it is ``<model_root>/<run id>/checkpoints/<file>``, else None."""
+    folder = checkpoint.parent
+    if folder.name == CHECKPOINTS_DIR and folder.parent.parent.resolve() == model_root.resolve():
+        return folder.parent
+    return None
 
 
 class RunError(ValueError):

@@ -45,9 +45,17 @@ class ShardedBatchSampler(DistributedSampler):
     """
 
     def __init__(
-        self, dataset: _InMemory, batch_size: int, shuffle: bool, drop_last: bool, even: bool, seed: int, rank: int,
-        world_size: int, alternate_flip: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        dataset: _InMemory,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        even: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        alternate_flip: bool = False,
+    ) -> None:
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size, self.drop_last_batch, self.even = batch_size, drop_last, even
         self.alternate_flip = alternate_flip

@@ -14,8 +14,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -28,6 +29,24 @@ from cifar_lightning.hardware import describe, hardware_info
 # forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
 EVAL_COST_PER_VIEW = 1 / 3
 TTA_VIEWS = {0: 1, 1: 2, 2: 6}  # forward passes per image at each tta_level (augment.tta_logits)
+
+
+@runtime_checkable
+class VariableStepCost(Protocol):
+    """A LightningModule whose training steps cost differently along the run (progressive resizing):
+    ``step_cost(progress)`` is a step's cost at that fraction of training, relative to a full-size step."""
+
+    def step_cost(self, progress: float) -> float: ...
+
+
+def step_cost(pl_module: L.LightningModule, progress: float) -> float:
+    return pl_module.step_cost(progress) if isinstance(pl_module, VariableStepCost) else 1.0
+
+
+def average_to_end(f: Callable[[float], float], start: float, samples: int = 200) -> float:
+    """The mean of ``f`` over the rest of training, from the fraction ``start`` to 1 (midpoint rule)."""
+    width = (1.0 - start) / samples
+    return sum(f(start + (i + 0.5) * width) for i in range(samples)) / samples if width > 0 else f(1.0)
 
 
 def seconds_since_process_start() -> float:
@@ -86,9 +105,13 @@ class TimeBudget(L.Callback):
     """
 
     def __init__(
-        self, minutes: float, from_process_start: bool = False, reserve_fraction: float = 0.03,
-        min_reserve_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+        self,
+        minutes: float,
+        from_process_start: bool = False,
+        reserve_fraction: float = 0.03,
+        min_reserve_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not minutes > 0:
             raise ValueError(f"time_budget must be a positive number of minutes, got {minutes!r}.")
         self.seconds, self.clock = minutes * 60, clock
@@ -177,7 +200,8 @@ class CostReport(L.Callback):
         self._step_end = self._val_start = self._fit_start = 0.0
         self._step_times: list[float] = []
         self._batch = 1  # training images per step, over all ranks
-        self._seconds_per_image: float | None = None  # one training image, measured
+        self._measured_per_image = 0.0  # one training image, as measured
+        self._seconds_per_image: float | None = None  # one full-size training image (see VariableStepCost)
         self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
 
     @staticmethod
@@ -208,7 +232,9 @@ class CostReport(L.Callback):
             self._step_times.append(now - self._step_end)
             if len(self._step_times) == self.measured_steps:
                 self._batch = len(batch[1]) * trainer.world_size
-                self._seconds_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
+                self._measured_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
+                # as a full-size step would take: the measured steps may be cheaper ones (progressive resizing)
+                self._seconds_per_image = self._measured_per_image / step_cost(pl_module, self._progress(trainer))
                 self._project(trainer, pl_module)
         self._step_end = now
 
@@ -225,6 +251,12 @@ class CostReport(L.Callback):
             self._eval_per_view = seconds / max(1, self._val_images(trainer))
             budget.tail = self._tail_seconds(trainer, pl_module)
 
+    @staticmethod
+    def _progress(trainer: L.Trainer) -> float:
+        if budget := TimeBudget.of(trainer):
+            return budget.progress
+        return trainer.global_step / max(1.0, float(trainer.estimated_stepping_batches))
+
     def _val_images(self, trainer: L.Trainer) -> int:
         return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
 
@@ -240,21 +272,29 @@ class CostReport(L.Callback):
     def _project(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Prints and records the projected wall time of the run, or the epochs a time budget fits."""
         assert self._seconds_per_image is not None
-        speed = f"{1 / self._seconds_per_image:,.0f} training images/s"
+        speed = f"{1 / self._measured_per_image:,.0f} training images/s"
+        progress = self._progress(trainer)
+        step_at = partial(step_cost, pl_module)  # a step's cost at a given progress, relative to a full-size one
         if budget := TimeBudget.of(trainer):
             budget.tail = self._tail_seconds(trainer, pl_module)
-            images = (budget.window() - budget.elapsed()) / self._seconds_per_image
+            # the budget's progress is time: images per second, averaged over the time left, is 1 / cost averaged
+            speedup = average_to_end(lambda p: 1 / step_at(p), progress)
+            images = (budget.window() - budget.elapsed()) / self._seconds_per_image * speedup
             epochs = trainer.current_epoch + images / max(1, trainer.num_training_batches * self._batch)
-            rank_zero_info(f"Time budget {format_duration(budget.seconds)}: at {speed} the schedule fits about "
-                           f"{epochs:.1f} epochs, then evaluates.")  # fmt: skip
+            rank_zero_info(
+                f"Time budget {format_duration(budget.seconds)}: at {speed} the schedule fits about "
+                f"{epochs:.1f} epochs, then evaluates."
+            )
             self.record["estimate"] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
             return
         work = Workload(
             train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * self._batch,
-            val_images_per_check=self._val_images(trainer), tta_views=self._views(pl_module),
+            val_images_per_check=self._val_images(trainer),
+            tta_views=self._views(pl_module),
             val_checks=(trainer.max_epochs or 1) - trainer.current_epoch,
-            test_images=TEST_SIZE if self.test_follows else 0, seconds_per_train_image=self._seconds_per_image,
-        )  # fmt: skip
+            test_images=TEST_SIZE if self.test_follows else 0,
+            seconds_per_train_image=self._seconds_per_image * average_to_end(step_at, progress),
+        )
         cost = estimate_seconds(work)
         total = seconds_since_process_start() + cost["fit"] + cost["test"]
         fit = time.perf_counter() - self._fit_start + cost["fit"]
@@ -268,5 +308,9 @@ class CostReport(L.Callback):
                 f"{self.long_run_minutes:g} minutes (fewer epochs, still annealed); for the CNN, `--model cnn_fast` is "
                 "the recipe made for CPUs without native bf16."
             )
-        self.record["estimate"] = {"fit_seconds": round(fit, 2), "test_seconds": round(cost["test"], 2),
-                                   "wall_seconds": round(total, 1), "at_step": trainer.global_step}  # fmt: skip
+        self.record["estimate"] = {
+            "fit_seconds": round(fit, 2),
+            "test_seconds": round(cost["test"], 2),
+            "wall_seconds": round(total, 1),
+            "at_step": trainer.global_step,
+        }

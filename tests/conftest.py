@@ -40,8 +40,12 @@ def write_batches(root: Path, train_per_class: int = 10, test_per_class: int = 4
     images, labels = make_images(train_per_class, seed=1)
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CHW order, like the real files
     for name, part in zip(TRAIN_BATCHES, np.array_split(np.arange(len(labels)), len(TRAIN_BATCHES)), strict=True):
-        entry = {"batch_label": name, "labels": labels[part].tolist(), "data": rows[part],
-                 "filenames": [f"img_{i}.png" for i in part]}  # fmt: skip
+        entry = {
+            "batch_label": name,
+            "labels": labels[part].tolist(),
+            "data": rows[part],
+            "filenames": [f"img_{i}.png" for i in part],
+        }
         (folder / name).write_bytes(pickle.dumps(entry))
     test_images, test_labels = make_images(test_per_class, seed=2)
     test_rows = test_images.transpose(0, 3, 1, 2).reshape(len(test_images), -1)
@@ -94,9 +98,8 @@ def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) ->
         ["--model.hidden_sizes", "[64]", "--model.whiten", "false"] if model == "mlp" else ["--model.widths", "[8,16]"]
     )
     return [
-        "--model", model, *size,
-        "--data.data_dir", str(data_dir), "--data.batch_size", "16", "--data.val_split", "20",
-        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(out),
+        "--model", model, *size, "--data.data_dir", str(data_dir), "--data.batch_size", "16",
+        "--data.val_split", "20", "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(out),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.log_every_n_steps", "1",
         "--seed_everything", "1", "--wandb", "false",

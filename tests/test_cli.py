@@ -19,8 +19,18 @@ from cifar_lightning.constants import CLASSES
 from cifar_lightning.hardware import default_precision
 
 REPO = Path(__file__).resolve().parent.parent
-RESULT_KEYS = {"model", "parameters", "val/acc_best", "epochs", "train_seconds", "images_per_second",
-               "best_checkpoint", "test/acc", "test/loss", "test/acc_per_class"}  # fmt: skip
+RESULT_KEYS = {
+    "model",
+    "parameters",
+    "val/acc_best",
+    "epochs",
+    "train_seconds",
+    "images_per_second",
+    "best_checkpoint",
+    "test/acc",
+    "test/loss",
+    "test/acc_per_class",
+}
 
 
 def read_results(run_dir: Path) -> dict:
@@ -33,8 +43,11 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     out = tmp_path / "runs"
     proc = subprocess.run(
         [sys.executable, "train.py", *tiny_args(data, out, model, epochs=2)],
-        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = run_dirs(out)
     assert run.parent.name == model
@@ -53,8 +66,10 @@ def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path,
     [fit_run] = run_dirs(out)
     fitted = read_results(fit_run)
     # The checkpoint's own hyperparameters (widths [8, 16]) win over configs/cnn.yaml's defaults.
-    args = ["test", "--model", "cnn", "--ckpt_path", fitted["best_checkpoint"], "--data.data_dir", str(folder_dir),
-            "--trainer.default_root_dir", str(out), "--wandb", "false", "--trainer.precision", "32-true"]  # fmt: skip
+    args = [
+        "test", "--model", "cnn", "--ckpt_path", fitted["best_checkpoint"], "--data.data_dir", str(folder_dir),
+        "--trainer.default_root_dir", str(out), "--wandb", "false", "--trainer.precision", "32-true",
+    ]  # fmt: skip
     assert main(args) == 0
     [test_run] = [r for r in run_dirs(out) if r != fit_run]
     tested = read_results(test_run)
@@ -98,8 +113,9 @@ def test_dotted_flags_override_the_config(batches_dir: Path, tmp_path: Path) -> 
 
 def test_config_file_flag(batches_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "my.yaml"
-    config.write_text(yaml.safe_dump({"model": {"class_path": "cifar_lightning.MLPClassifier",
-                                                "init_args": {"hidden_sizes": [32]}}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump({"model": {"class_path": "cifar_lightning.MLPClassifier", "init_args": {"hidden_sizes": [32]}}})
+    )
     out = tmp_path / "runs"
     args = [
         a for a in tiny_args(batches_dir, out, "mlp") if a not in ("--model", "mlp", "--model.hidden_sizes", "[64]")
@@ -139,8 +155,10 @@ def test_help_names_the_subcommands_and_configs(capsys: pytest.CaptureFixture[st
 def test_a_normal_run_prints_no_warning_a_user_cannot_act_on(
     folder_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    args = [*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_model_summary", "true", "--trainer.precision",
-            "bf16-mixed", "--export", "all"]  # fmt: skip
+    args = [
+        *tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_model_summary", "true",
+        "--trainer.precision", "bf16-mixed", "--export", "all",
+    ]  # fmt: skip
     assert main(args) == 0
     messages = [str(w.message) for w in recwarn]
     for quiet in ("LeafSpec", "not supported by the model summary", "args parameter", "No complete tensor found"):
@@ -170,10 +188,8 @@ def test_model_flag_expands_to_a_leading_config() -> None:
     argv = expand_model_flag(["test", "--model.lr", "0.1", "--model=cnn"])
     assert argv[:3] == ["test", "--config", str(REPO / "configs" / "cnn.yaml")]
     assert argv[3:] == ["--model.lr", "0.1"]
-    assert expand_model_flag(["--model", "cifar_lightning.MLPClassifier"]) == [
-        "--model",
-        "cifar_lightning.MLPClassifier",
-    ]
+    by_class = ["--model", "cifar_lightning.MLPClassifier"]
+    assert expand_model_flag(by_class) == by_class
 
 
 @pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
@@ -254,9 +270,12 @@ def test_unknown_precision_is_rejected_by_the_parser(
 
 @pytest.mark.parametrize(
     "flags",
-    [["--data.val_split", "0"], ["--trainer.max_epochs", "-1", "--trainer.max_steps", "3"],
-     ["--trainer.fast_dev_run", "true"]],
-)  # fmt: skip
+    [
+        ["--data.val_split", "0"],
+        ["--trainer.max_epochs", "-1", "--trainer.max_steps", "3"],
+        ["--trainer.fast_dev_run", "true"],
+    ],
+)
 def test_runs_without_a_validation_test_their_last_weights(
     flags: list[str], folder_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,8 +19,11 @@ DIFFERS = "# Differs from cnn.yaml in: "
 
 def defaults(cls: type) -> dict[str, Any]:
     params = inspect.signature(cls).parameters.values()
-    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params
-            if p.default is not inspect.Parameter.empty}  # fmt: skip
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def model_class(config: dict[str, Any]) -> type:
@@ -43,15 +46,17 @@ def resolved(name: str) -> dict[str, Any]:
 def test_the_default_configs_are_the_classes_defaults(name: str) -> None:
     config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     class_defaults = defaults(model_class(config))
-    differing = {k: (v, class_defaults.get(k)) for k, v in config["model"]["init_args"].items()
-                 if class_defaults.get(k) != v}  # fmt: skip
+    differing = {
+        k: (v, class_defaults.get(k)) for k, v in config["model"]["init_args"].items() if class_defaults.get(k) != v
+    }
     assert not differing, f"configs/{name}.yaml and the class defaults disagree (config, class): {differing}"
 
 
 CNN_FAMILY = sorted(
-    p.stem for p in CONFIGS.glob("*.yaml")
+    p.stem
+    for p in CONFIGS.glob("*.yaml")
     if p.stem != "cnn" and yaml.safe_load(p.read_text())["model"]["class_path"].endswith(".CNNClassifier")
-)  # fmt: skip
+)
 
 
 @pytest.mark.parametrize("name", CNN_FAMILY)

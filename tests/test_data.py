@@ -23,8 +23,10 @@ from cifar_lightning.sampling import ShardedBatchSampler, _InMemory
 
 def all_train_images(dm: CIFAR10DataModule) -> tuple[torch.Tensor, torch.Tensor]:
     assert dm.data_train is not None and dm.data_val is not None
-    return (torch.cat([dm.data_train.images, dm.data_val.images]),
-            torch.cat([dm.data_train.labels, dm.data_val.labels]))  # fmt: skip
+    return (
+        torch.cat([dm.data_train.images, dm.data_val.images]),
+        torch.cat([dm.data_train.labels, dm.data_val.labels]),
+    )
 
 
 def sorted_rows(images: torch.Tensor) -> np.ndarray:
@@ -191,9 +193,16 @@ def test_a_lightning_bolts_style_script_runs_against_it(folder_dir: Path, tmp_pa
 
     dm.train_transforms, dm.val_transforms = counting("train", True), counting("val", False)
     dm.test_transforms = counting("test", False)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     model = MLPClassifier(hidden_sizes=(16,), whiten=False)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm)
@@ -205,8 +214,15 @@ def test_from_tensors_trains_and_tests_on_images_in_memory(tmp_path: Path, monke
     images, labels = make_images(10, seed=3)
     x, y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
     dm = CIFAR10DataModule.from_tensors(x, y, x[:30], y[:30], val_split=20, batch_size=16)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     model = MLPClassifier(hidden_sizes=(16,), whiten=False)
     trainer.fit(model, datamodule=dm)
     [result] = trainer.test(model, datamodule=dm, verbose=False)
@@ -364,13 +380,15 @@ def test_val_split_as_large_as_the_training_set(batches_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
-     ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
-     ({"val_split": 1.5}, "val_split as a fraction must be in"),
-     ({"val_split": -1}, "val_split as a count must be >= 0"),
-     ({"crop_padding_mode": "edge"}, "crop_padding_mode must be 'constant' or 'reflect', got 'edge'"),
-     ({"crop_padding_mode": "reflect", "crop_padding": 32}, "reflect padding needs crop_padding < 32, got 32")],
-)  # fmt: skip
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
+        ({"val_split": 1.5}, "val_split as a fraction must be in"),
+        ({"val_split": -1}, "val_split as a count must be >= 0"),
+        ({"crop_padding_mode": "edge"}, "crop_padding_mode must be 'constant' or 'reflect', got 'edge'"),
+        ({"crop_padding_mode": "reflect", "crop_padding": 32}, "reflect padding needs crop_padding < 32, got 32"),
+    ],
+)
 def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CIFAR10DataModule(**kwargs)

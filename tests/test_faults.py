@@ -37,8 +37,10 @@ def subprocess_env() -> dict[str, str]:
 
 
 def signal_at(step: int, name: str) -> list[str]:
-    return ["--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step", str(step),
-            "--trainer.callbacks.signal_name", name]  # fmt: skip
+    return [
+        "--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step", str(step),
+        "--trainer.callbacks.signal_name", name,
+    ]  # fmt: skip
 
 
 def metric_rows(run: Path, key: str) -> list[dict[str, str]]:
@@ -194,8 +196,12 @@ def test_bad_ckpt_path_is_one_clear_message(
     assert main([*tiny_args(folder_dir, out, model), "--ckpt_path", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --ckpt_path") and err.count("\n") == 0
-    expected = {"garbage": "not a PyTorch checkpoint", "truncated": "not a PyTorch checkpoint",
-                "other_model": "MLPClassifier with other weights", "missing": "no such file"}  # fmt: skip
+    expected = {
+        "garbage": "not a PyTorch checkpoint",
+        "truncated": "not a PyTorch checkpoint",
+        "other_model": "MLPClassifier with other weights",
+        "missing": "no such file",
+    }
     assert expected[kind] in err
     assert run_dirs(out) == [first]  # nothing written
 
@@ -241,14 +247,21 @@ def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
 
 @pytest.mark.parametrize(
     "error",
-    [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-     RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
-                  "allocate 3221225472 bytes.")],
-)  # fmt: skip
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 3221225472 bytes."
+        ),
+    ],
+)
 def test_running_out_of_memory_is_one_line_with_what_to_do(
-    error: Exception, folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    folder_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     def out_of_memory(*args: object) -> None:
         raise error
 
@@ -334,8 +347,14 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     args[args.index("--wandb") + 1] = "true"
     probe = ["--trainer.callbacks+=probes.RecordShards", "--trainer.callbacks.out", str(tmp_path / "probe")]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    proc = subprocess.run([sys.executable, "train.py", *args, *ddp, *probe], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args, *ddp, *probe],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / "probe" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for epoch in range(2):
@@ -358,12 +377,20 @@ def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
 ) -> None:
     """Every rank signalled (SLURM, `docker stop`) or only rank 0 (`kill <pid>`, Ctrl-C): both end with the
     checkpoint, not stuck in a collective."""
-    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *signal_at(3, name), "--trainer.devices", "2",
-            "--trainer.strategy", "ddp"]  # fmt: skip
+    args = [
+        *tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *signal_at(3, name),
+        "--trainer.devices", "2", "--trainer.strategy", "ddp",
+    ]  # fmt: skip
     if rank is not None:
         args += ["--trainer.callbacks.rank", str(rank)]
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert proc.returncode == code, proc.stderr[-3000:]
     [run] = run_dirs(tmp_path)
     interrupted = json.loads((run / "results.json").read_text())["interrupted"]

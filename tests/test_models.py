@@ -26,9 +26,15 @@ MODELS = {
 
 def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: Any) -> L.Trainer:
     return L.Trainer(
-        max_epochs=epochs, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
-        enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=1, **kwargs,
-    )  # fmt: skip
+        max_epochs=epochs,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        log_every_n_steps=1,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("net", [MLP(hidden_sizes=(32, 16)), CNN(widths=(8, 16)), CNN(widths=(8, 16, 32, 64))])
@@ -96,8 +102,19 @@ def test_learns_and_logs_every_key(name: str, tmp_path: Path) -> None:
     assert trainer.log_dir is not None
     rows = list(csv.DictReader((Path(trainer.log_dir) / "metrics.csv").open()))
     keys = {k for row in rows for k, v in row.items() if v}
-    expected = {"train/loss", "train/acc", "train/loss_step", "train/lr", "val/loss", "val/acc", "val/acc_best",
-                "test/loss", "test/acc", "test/acc_airplane", "test/acc_truck"}  # fmt: skip
+    expected = {
+        "train/loss",
+        "train/acc",
+        "train/loss_step",
+        "train/lr",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/loss",
+        "test/acc",
+        "test/acc_airplane",
+        "test/acc_truck",
+    }
     assert expected <= keys
     val_acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
     best = [float(r["val/acc_best"]) for r in rows if r.get("val/acc_best")]
@@ -301,3 +318,17 @@ def test_muon_steps_the_cnn_filters_and_refuses_a_network_without_them(batches_d
         assert conv.norm().item() == pytest.approx(len(conv) ** 0.5, rel=0.05)
     with pytest.raises(ValueError, match="optimizer='muon' orthogonalizes convolution filters, and MLP has no"):
         tiny_trainer(tmp_path / "mlp").fit(MODELS["mlp"](optimizer="muon"), datamodule=dm)
+
+
+def test_progressive_resizing_trains_small_first_then_at_full_size(batches_dir: Path, tmp_path: Path) -> None:
+    model = CNNClassifier(widths=(8, 16), low_res=12, low_res_fraction=0.5, optimizer="sgd", lr=0.05)
+    sizes: list[int] = []
+    model.net.register_forward_pre_hook(lambda net, args: sizes.append(args[0].shape[-1]) if net.training else None)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), batch_size=16, val_split=20)  # 80 training images: 5 steps
+    tiny_trainer(tmp_path, epochs=2, num_sanity_val_steps=0).fit(model, dm)
+    assert sizes == [12] * 5 + [32] * 5  # the first half of the 10 steps at 12 pixels, the rest at full size
+    assert model.step_cost(0.2) == pytest.approx((12 / 32) ** 2) and model.step_cost(0.5) == 1.0
+    with pytest.raises(ValueError, match=r"low_res must be between 5 \(for 2 blocks\) and 32 pixels, got 4"):
+        CNNClassifier(widths=(8, 16), low_res=4)
+    with pytest.raises(ValueError, match=r"low_res_fraction is a share of training, from 0 to 1; got 1\.5"):
+        CNNClassifier(low_res=20, low_res_fraction=1.5)

@@ -59,8 +59,9 @@ def test_filters_are_renormalized_then_take_an_orthogonal_step() -> None:
 
 
 def test_param_groups_send_only_trainable_filters_to_muon() -> None:
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten(),
-                              torch.nn.LazyLinear(2))  # fmt: skip
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
     net(torch.randn(1, 3, 8, 8))
     net[0].weight.requires_grad_(False)  # a frozen stem, like the whitening layer
     matrices, vectors, filters = param_groups(net, lr=0.1, weight_decay=1e-3, bias_lr_scale=4, muon_lr=0.2)

@@ -43,7 +43,9 @@ def test_comparison_legend_lists_only_metrics_that_have_bars() -> None:
     assert [t.get_text() for t in legend.get_texts()] == ["best val acc"]  # no test result: no "test acc" entry
 
 
-def test_run_folder_gets_figures_and_a_full_test_report(folder_dir: Path, tmp_path: Path) -> None:
+def test_run_folder_gets_figures_and_a_full_test_report(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "runs"
     assert main(tiny_args(folder_dir, out, "cnn", epochs=2)) == 0
     [run] = run_dirs(out)
@@ -55,9 +57,18 @@ def test_run_folder_gets_figures_and_a_full_test_report(folder_dir: Path, tmp_pa
     assert results["test/recall_per_class"] == results["test/acc_per_class"]  # per-class accuracy is recall
     # the test split has 4 images per class: accuracy is the mean of per-class recalls
     assert results["test/acc"] == pytest.approx(np.mean(list(results["test/acc_per_class"].values())), abs=1e-6)
+    capsys.readouterr()
+    assert compare.main([str(run), "--out", str(tmp_path / "c.png")]) == 0  # compare reads what a run writes
+    [row] = capsys.readouterr().out.splitlines()[2:3]
+    assert row.split()[:4] == [
+        "cnn",
+        f"{results['parameters']:,}",
+        f"{results['val/acc_best']:.4f}",
+        f"{results['test/acc']:.4f}",
+    ]
 
 
-def test_wandb_offline_gets_config_tags_figures_and_a_max_summary(folder_dir: Path, tmp_path: Path) -> None:
+def test_wandb_offline_gets_config_tags_figures_and_a_printable_summary(folder_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     args = tiny_args(folder_dir, out, "mlp", epochs=2)
     args[args.index("--wandb") + 1] = "true"
@@ -81,29 +92,55 @@ def test_wandb_offline_gets_config_tags_figures_and_a_max_summary(folder_dir: Pa
     config = {u.key for u in run_record.config.update}  # the resolved config, given when the run starts
     config |= {u.key for r in records if r.WhichOneof("record_type") == "config" for u in r.config.update}
     assert {"model", "data", "trainer", "parameters"} <= config
-    metrics = {m.metric.name: m.metric for m in records if m.WhichOneof("record_type") == "metric"}
-    assert metrics["val/acc"].summary.max  # the dashboard shows the best val/acc, not the last
-    summary = {u.key or "/".join(u.nested_key): json.loads(u.value_json) for r in records
-               if r.WhichOneof("record_type") == "summary" for u in r.summary.update}  # fmt: skip
-    best = max(v for _, v in read_curves(run)["val/acc"])
-    assert summary["val/acc"] == {"max": pytest.approx(best)}
+    summary = {
+        u.key or "/".join(u.nested_key): json.loads(u.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for u in r.summary.update
+    }
+    curve = [v for _, v in read_curves(run)["val/acc"]]
+    # plain numbers, which wandb's end-of-run console summary prints (it skips nested ones such as {"max": ...})
+    assert summary["val/acc"] == pytest.approx(curve[-1])
+    assert summary["val/acc_best"] == pytest.approx(max(curve))
 
 
-def test_compare_prints_a_table_and_writes_one_png(
-    batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def write_finished_run(folder: Path, model: str, val_acc: float, test_acc: float | None) -> Path:
+    """The two files compare reads, as RunSummary and the CSV logger write them (the contract is checked on a real
+    run in test_run_folder_gets_figures_and_a_full_test_report)."""
+    folder.mkdir(parents=True)
+    results = {
+        "model": model,
+        "parameters": 1234,
+        "val/acc_best": val_acc,
+        "test/acc": test_acc,
+        "epochs": 2,
+        "train_seconds": 3.5,
+        "images_per_second": 512.0,
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+    rows = ["epoch,step,train/loss,train/acc,val/loss,val/acc"]
+    rows += [f"{e},{e},{2.0 - e},{0.3 + e / 10},," for e in range(2)]
+    rows += [f"{e},{e},,,{1.9 - e},{val_acc - (1 - e) / 10}" for e in range(2)]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_compare_prints_a_table_and_writes_one_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "runs"
-    assert main(tiny_args(batches_dir, out, "mlp")) == 0
-    assert main(tiny_args(batches_dir, out, "cnn")) == 0
-    capsys.readouterr()
+    runs = [
+        write_finished_run(out / "mlp" / "1", "mlp", 0.61, None),
+        write_finished_run(out / "cnn" / "2", "cnn", 0.9, 0.89),
+    ]
     png = tmp_path / "cmp" / "comparison.png"
-    assert compare.main([*map(str, run_dirs(out)), "--out", str(png)]) == 0
-    table = capsys.readouterr().out
-    header, _, *rows = table.splitlines()[:4]
-    assert "best val acc" in header and "test acc" in header and "images/s" in header
-    assert [row.split()[0] for row in rows] == ["cnn", "mlp"]
+    assert compare.main([*map(str, runs), "--out", str(png)]) == 0
+    header, _, *rows = capsys.readouterr().out.splitlines()[:4]
+    assert header.split("  ")[:3] == ["run", "parameters", "best val acc"] and "images/s" in header
+    assert [row.split() for row in rows] == [
+        ["mlp", "1,234", "0.6100", "-", "2", "3.5", "512"],
+        ["cnn", "1,234", "0.9000", "0.8900", "2", "3.5", "512"],
+    ]
     assert png.stat().st_size > 10_000
-    assert compare.main(list(map(str, run_dirs(out)))) == 0  # by default, beside the runs: not in the cwd
+    assert compare.main(list(map(str, runs))) == 0  # by default, beside the runs: not in the cwd
     assert (out / "comparison.png").is_file()
     assert compare.main([str(tmp_path)]) == 2  # not a run folder: a clear error, no traceback
     assert "is not a run folder" in capsys.readouterr().err
@@ -111,14 +148,18 @@ def test_compare_prints_a_table_and_writes_one_png(
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [("results.json", b'{"model": "mlp", "val/acc'), ("results.json", b"\xff\xfe\x00"), ("results.json", b"[1, 2]"),
-     ("metrics.csv", b"epoch,step,val/acc\n0,4,high\n"), ("metrics.csv", b"step,val/acc\n4,0.5\n")],
-)  # fmt: skip
+    [
+        ("results.json", b'{"model": "mlp", "val/acc'),
+        ("results.json", b"\xff\xfe\x00"),
+        ("results.json", b"[1, 2]"),
+        ("metrics.csv", b"epoch,step,val/acc\n0,4,high\n"),
+        ("metrics.csv", b"step,val/acc\n4,0.5\n"),
+    ],
+)
 def test_compare_names_a_damaged_run_file(
-    name: str, content: bytes, batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(tiny_args(batches_dir, tmp_path, "mlp")) == 0
-    [run] = run_dirs(tmp_path)
+    run = write_finished_run(tmp_path / "mlp" / "1", "mlp", 0.6, None)
     (run / name).write_bytes(content)
     capsys.readouterr()
     assert compare.main([str(run)]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,11 @@ import pytest
 import torch
 from conftest import run_dirs, tiny_args
 
-from cifar_lightning import CIFAR10DataModule, MLPClassifier
+from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.cli import main
 from cifar_lightning.hardware import describe, hardware_info
 from cifar_lightning.optim import lr_factor, lr_factor_at
-from cifar_lightning.timing import TimeBudget, Workload, estimate_seconds, format_duration
+from cifar_lightning.timing import TimeBudget, Workload, average_to_end, estimate_seconds, format_duration, step_cost
 
 
 class FakeClock:
@@ -46,13 +47,30 @@ class AdvanceClock(L.Callback):
 
 
 def test_estimate_adds_training_validations_tta_and_test() -> None:
-    work = Workload(train_images=9000, val_images_per_check=1000, val_checks=3, tta_views=6, test_images=2000,
-                    seconds_per_train_image=0.003)  # fmt: skip
+    work = Workload(
+        train_images=9000,
+        val_images_per_check=1000,
+        val_checks=3,
+        tta_views=6,
+        test_images=2000,
+        seconds_per_train_image=0.003,
+    )
     cost = estimate_seconds(work)
     per_view = 0.001  # a third of a training image
     assert cost["fit"] == pytest.approx(27 + 1000 * per_view * (2 + 6))  # two single-view checks, one with TTA
     assert cost["test"] == pytest.approx(2000 * per_view * 6)
     assert format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
+
+
+def test_estimate_weighs_each_step_by_its_cost() -> None:
+    # Progressive resizing: the first half of the steps at 16 pixels cost a quarter of a full-size step. Measured
+    # there, a step must be scaled up to full size, and the rest of the run weighed by what each step will cost.
+    model = CNNClassifier(widths=(8, 16), low_res=16, low_res_fraction=0.5)
+    assert step_cost(model, 0.2) == 0.25 and step_cost(model, 0.7) == 1.0
+    assert average_to_end(partial(step_cost, model), 0.0) == pytest.approx(0.625)
+    assert average_to_end(partial(step_cost, model), 0.5) == pytest.approx(1.0)
+    assert average_to_end(lambda p: 1 / step_cost(model, p), 0.0) == pytest.approx(2.5)  # a budget's images/s
+    assert step_cost(MLPClassifier(hidden_sizes=(8,)), 0.2) == 1.0  # a model whose steps all cost the same
 
 
 def test_hardware_line_names_device_precision_and_threads() -> None:
@@ -80,9 +98,15 @@ def budget_fit(tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: 
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, lookahead=True, tta_level=1, warmup_fraction=0.2)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
-        enable_model_summary=False, enable_checkpointing=False, callbacks=[budget, probe],
-    )  # fmt: skip
+        max_epochs=2,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        logger=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[budget, probe],
+    )
     trainer.fit(model, datamodule=dm)
     return trainer, model, budget, probe
 
