@@ -27,8 +27,8 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.hardware import DefaultPrecision, default_precision
-from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.optim import schedule_factor
 
 REPO = Path(__file__).resolve().parent.parent

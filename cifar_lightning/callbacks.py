@@ -28,9 +28,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
 from cifar_lightning.faults import GracefulStop
-from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.nets import count_parameters
 from cifar_lightning.runs import RESULTS_FILE, RunError, model_name, read_results, write_json_atomic
 from cifar_lightning.timing import CostReport, seconds_since_process_start

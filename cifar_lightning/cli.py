@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from cifar_lightning import runs, sources
 from cifar_lightning.callbacks import ExportBest, ExportFormats, RunSummary
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.faults import (
     AtomicCheckpointIO,
@@ -39,7 +40,6 @@ from cifar_lightning.faults import (
 from cifar_lightning.figures import RunFigures
 from cifar_lightning.hardware import default_precision
 from cifar_lightning.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
-from cifar_lightning.modules import CIFAR10Classifier
 from cifar_lightning.predict import PredictionWriter
 from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
 from cifar_lightning.runs import RUN_ID_ENV, new_run_id

@@ -26,10 +26,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from cifar_lightning.callbacks import classifier, run_dir
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.constants import CLASSES, IMAGE_SIZE
 from cifar_lightning.export import Normalized, load_exported
 from cifar_lightning.files import atomic_target
-from cifar_lightning.modules import CIFAR10Classifier, CNNClassifier, MLPClassifier
+from cifar_lightning.modules import CNNClassifier, MLPClassifier
 
 TOP_K = 3
 

@@ -131,7 +131,9 @@ def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "cifar_lightning.CNNClassifier"
-    assert printed["trainer"]["max_epochs"] == 5
+    config = yaml.safe_load((REPO / "configs" / "cnn.yaml").read_text())
+    assert printed["trainer"]["max_epochs"] == config["trainer"]["max_epochs"]  # the config's, not Lightning's 1000
+    assert printed["model"]["init_args"]["low_res"] == config["model"]["init_args"]["low_res"]
 
 
 def test_no_test_split_reports_validation_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,10 +12,10 @@ from conftest import make_images, run_dirs, tiny_args, write_folder
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, plots, predict
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.cli import main
 from cifar_lightning.constants import CLASSES
 from cifar_lightning.export import export_net, load_exported
-from cifar_lightning.modules import CIFAR10Classifier
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])

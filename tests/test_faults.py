@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args, write_folder
 
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.cli import main
 from cifar_lightning.faults import AtomicCheckpointIO
 from cifar_lightning.loggers import wandb_run_id
-from cifar_lightning.modules import CIFAR10Classifier
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ import torch
 from conftest import write_batches
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
-from cifar_lightning.modules import CIFAR10Classifier
+from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.nets import CNN, MLP, count_parameters
 from cifar_lightning.optim import Muon, lr_factor
 

@@ -1,0 +1,244 @@
+"""The LightningModule base every model shares: loss, metrics, optimizer and schedule, lookahead, TTA, whitening
+set from the data, checkpoint extras. The models themselves, which only build their network, are in ``modules.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, cast
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+
+from cifar_lightning.augment import tta_logits
+from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
+from cifar_lightning.export import Normalization
+from cifar_lightning.faults import DivergedError
+from cifar_lightning.metrics import TestReport, accuracy
+from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
+from cifar_lightning.timing import TimeBudget
+
+Stage = Literal["train", "val", "test"]
+WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
+
+
+def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The subclass's ``__init__`` arguments that ``CIFAR10Classifier`` takes, by name: passed on by keyword, a
+    parameter added to the base cannot shift the others."""
+    names = inspect.signature(CIFAR10Classifier.__init__).parameters
+    return {name: arguments[name] for name in names if name != "self"}
+
+
+class CIFAR10Classifier(L.LightningModule):
+    """Loss, metrics, optimizer and schedule shared by every model; subclasses set ``self.net``.
+
+    Logs ``{train,val,test}/loss`` and ``/acc``, ``val/acc_best`` and, after testing, ``test/acc_top5`` and
+    ``test/{acc,precision,f1}_<class>`` per class (per-class accuracy is the class's recall).
+    Validation and test loss are plain cross-entropy (an honest NLL) even when training uses label smoothing.
+
+    Args:
+        num_classes: number of output classes.
+        lr: peak learning rate (reached after the warm-up).
+        weight_decay: L2 penalty on weights; biases and norm parameters are not decayed.
+        momentum: SGD momentum (Nesterov), or AdamW's beta1.
+        optimizer: ``sgd``, ``adamw``, or ``muon``: Muon steps for convolution filters (``optim.Muon``), Nesterov
+            SGD with ``lr`` and ``momentum`` for every other parameter.
+        schedule: learning-rate decay after warm-up: ``linear`` to zero, ``cosine`` to zero, or ``constant``.
+        warmup_fraction: share of all training steps spent warming up linearly.
+        label_smoothing: cross-entropy label smoothing for the training loss.
+        bias_lr_scale: learning-rate multiplier for 1-D parameters (biases, norm shifts); their weight decay is
+            divided by it, so every parameter decays by the same fraction per step.
+        lookahead: every 5 steps, pull the weights toward a slow running average of themselves, with a pull that
+            grows over training (airbench's schedule); the run ends on the averaged weights.
+        tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
+            During fit, only the last epoch's validation uses it (it costs up to 6 forward passes per image); the
+            earlier epochs' ``val/acc`` is single-view.
+        muon_lr: peak learning rate of the Muon-stepped filters, as a fraction of their norm per step.
+        muon_momentum: momentum of the Muon-stepped filters.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        lr: float = 0.1,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        optimizer: OptimizerName = "sgd",
+        schedule: Schedule = "linear",
+        warmup_fraction: float = 0.2,
+        label_smoothing: float = 0.0,
+        bias_lr_scale: float = 1.0,
+        lookahead: bool = False,
+        tta_level: int = 0,
+        muon_lr: float = 0.24,
+        muon_momentum: float = 0.6,
+    ) -> None:
+        super().__init__()
+        if tta_level not in (0, 1, 2):
+            raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}.")
+        # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
+        self.save_hyperparameters()
+        self.train_metrics = accuracy(num_classes, "train")
+        self.val_metrics = accuracy(num_classes, "val")
+        self.test_metrics = accuracy(num_classes, "test")
+        self.test_report = TestReport(num_classes)
+        self.test_confusion: Tensor | None = None  # (true, predicted) counts of the last test, for the figures
+        self.val_acc_best = MaxMetric()
+        self.train_loss = MeanMetric()
+        self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
+        self.lookahead = Lookahead()
+        self.input_normalization: Normalization = (MEAN, STD)  # the DataModule's, set when fit starts
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def tta_logits(self, x: Tensor) -> Tensor:
+        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``augment.tta_logits``)."""
+        return tta_logits(self, x, self.hparams["tta_level"])
+
+    def _use_tta(self, stage: Stage) -> bool:
+        """TTA multiplies evaluation cost by up to 6: during fit only the last epoch's validation pays for it."""
+        if stage == "train":
+            return False
+        trainer = self.trainer
+        if stage == "test" or trainer.state.fn != "fit":
+            return True  # test, or a standalone `validate`
+        if budget := TimeBudget.of(trainer):
+            return budget.final
+        return trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = self.tta_logits(x) if self._use_tta(stage) else self(x)
+        smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        if stage == "train":  # accumulated here, logged once per epoch (on_train_epoch_end)
+            self.train_loss.update(loss.detach(), weight=len(y))
+            return loss, logits
+        # Epoch means under stable keys (on_step too would rename them *_step/*_epoch), synced across ranks.
+        self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss, logits
+
+    def on_train_epoch_end(self) -> None:
+        # Training metrics are logged here, not per step: each self.log call costs Lightning bookkeeping that is
+        # measurable against a small model's step (benchmarks/overhead.py). compute() syncs the ranks once.
+        self.log("train/loss", self.train_loss.compute())
+        self.log_dict(self.train_metrics.compute(), prog_bar=True)
+        self.train_loss.reset()
+        self.train_metrics.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")[0]
+        diverged = not torch.isfinite(loss)  # one host sync per step, which the progress bar's loss display pays anyway
+        if self.trainer.world_size > 1:  # decided on every rank: one rank stopping alone leaves the others hanging
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
+            value = loss.item() if not torch.isfinite(loss) else None
+            raise DivergedError(value, self.global_step, self.current_epoch, self.hparams["lr"], self.trainer.precision)
+        # Per-step values only on the steps the loggers write (every log_every_n_steps): each self.log call costs
+        # Lightning's bookkeeping, which is measurable against a small model's step (benchmarks/overhead.py).
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # type: ignore[attr-defined]
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        _, logits = self._step(batch, "test")
+        self.test_report.update(logits, batch[1])
+        return logits  # callbacks see it as `outputs` (the mistakes grid)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self(batch[0]).softmax(dim=-1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lookahead"] = self.lookahead.state_dict()  # else a resumed run would restart the average
+        checkpoint["input_normalization"] = self.input_normalization
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
+        self.input_normalization = checkpoint.get("input_normalization", (MEAN, STD))  # older ones: CIFAR's
+
+    def on_fit_start(self) -> None:
+        # The inputs' scaling has one owner, the DataModule; the network learns on it, so its record travels here.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "input_normalization"):
+            self.input_normalization = datamodule.input_normalization  # type: ignore[union-attr]
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's accuracy
+        if getattr(self.net, "whiten", False) and not self.net.whitened:
+            self._init_whitening()
+
+    @torch.no_grad()
+    def _init_whitening(self, max_images: int = WHITENING_IMAGES) -> None:
+        """Sets the network's whitening from the first training batches, as the model sees them (augmented).
+
+        Batches go through the strategy's transfer, so the DataModule's ``on_after_batch_transfer`` applies. Under
+        DDP the statistics are averaged over ranks, so every rank starts from the same weights.
+        """
+        net = cast(Any, self.net)  # any network with whitening_statistics/set_whitening, e.g. nets.MLP, nets.CNN
+        statistics, seen = None, 0
+        for batch in self.trainer.train_dataloader:  # type: ignore[union-attr]
+            images = self.trainer.strategy.batch_to_device(batch)[0][: max_images - seen]
+            batch_stats = net.whitening_statistics(images) * len(images)
+            statistics = batch_stats if statistics is None else statistics + batch_stats
+            seen += len(images)
+            if seen >= max_images:
+                break
+        if statistics is not None:
+            net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
+
+    def training_progress(self) -> tuple[float, bool]:
+        """The fraction of training done, and whether it is over: of the time budget if one is set, else of the
+        steps. Lookahead's pull and progressive resizing follow it, as the learning rate does."""
+        if budget := TimeBudget.of(self.trainer):
+            return budget.progress, budget.final
+        step, total = self.trainer.global_step, int(self.trainer.estimated_stepping_batches)
+        return step / total, step >= total
+
+    def step_cost(self, progress: float) -> float:
+        """A training step's cost at ``progress``, relative to a full-size one; the cost report projects with it."""
+        return 1.0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams["lookahead"]:
+            self.lookahead.step(self.net, self.trainer.global_step, *self.training_progress())
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        logs, confusion = self.test_report.logs(self.class_names)  # already reduced over ranks
+        self.test_confusion = confusion.cpu()
+        self.log_dict(logs)
+        self.test_report.reset()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the hyperparameters name, over this module's parameter groups (``optim.build_optimizer``)."""
+        hp = self.hparams
+        names = ("optimizer", "lr", "momentum", "weight_decay", "bias_lr_scale", "muon_lr", "muon_momentum")
+        return build_optimizer(self, **{name: hp[name] for name in names})
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = self.make_optimizer()
+        # Under a time budget the wall clock drives the schedule, read at every step (the step count is unbounded).
+        if budget := TimeBudget.of(self.trainer):
+            factor = schedule_factor(0, hp["warmup_fraction"], hp["schedule"], progress=lambda: budget.progress)
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
