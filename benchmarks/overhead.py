@@ -82,8 +82,7 @@ def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: Def
     """The same work as Lightning's epoch, written out by hand; ``module`` is only used as the network."""
     hp = module.hparams
     opt = module.make_optimizer()
-    dm.setup("fit")
-    loader = dm.train_dataloader()
+    loader = dm.train_dataloader()  # dm is set up (in_memory_data)
     total = len(loader)
     factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -19,7 +19,7 @@ from cifar_lightning.export import Normalization
 from cifar_lightning.faults import DivergedError
 from cifar_lightning.metrics import TestReport, accuracy
 from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
-from cifar_lightning.timing import TimeBudget
+from cifar_lightning.timing import TimeBudget, training_progress
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -199,21 +199,13 @@ class CIFAR10Classifier(L.LightningModule):
         if statistics is not None:
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
-    def training_progress(self) -> tuple[float, bool]:
-        """The fraction of training done, and whether it is over: of the time budget if one is set, else of the
-        steps. Lookahead's pull and progressive resizing follow it, as the learning rate does."""
-        if budget := TimeBudget.of(self.trainer):
-            return budget.progress, budget.final
-        step, total = self.trainer.global_step, int(self.trainer.estimated_stepping_batches)
-        return step / total, step >= total
-
     def step_cost(self, progress: float) -> float:
         """A training step's cost at ``progress``, relative to a full-size one; the cost report projects with it."""
         return 1.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.hparams["lookahead"]:
-            self.lookahead.step(self.net, self.trainer.global_step, *self.training_progress())
+            self.lookahead.step(self.net, self.trainer.global_step, *training_progress(self.trainer))
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())

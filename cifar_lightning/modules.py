@@ -17,6 +17,7 @@ from cifar_lightning.classifier import CIFAR10Classifier, base_arguments
 from cifar_lightning.constants import IMAGE_SIZE, NUM_CLASSES
 from cifar_lightning.nets import CNN, MLP
 from cifar_lightning.optim import OptimizerName, Schedule
+from cifar_lightning.timing import training_progress
 
 __all__ = ["CIFAR10Classifier", "CNNClassifier", "MLPClassifier"]
 
@@ -143,7 +144,7 @@ class CNNClassifier(CIFAR10Classifier):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        if self._at_low_res(self.training_progress()[0]):
+        if self.hparams["low_res"] is not None and self._at_low_res(training_progress(self.trainer)[0]):
             # antialiased, as a camera would see the scene at that size: plain bilinear would alias the fine detail
             x = F.interpolate(x, size=self.hparams["low_res"], mode="bilinear", antialias=True)
         return super().training_step((x, y), batch_idx)

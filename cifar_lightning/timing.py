@@ -178,6 +178,15 @@ def _same_on_every_rank(trainer: L.Trainer, decision: tuple[float, bool]) -> tup
     return trainer.strategy.broadcast(decision, src=0)
 
 
+def training_progress(trainer: L.Trainer) -> tuple[float, bool]:
+    """The fraction of training done, and whether it is over: of the time budget if one is set, else of the steps.
+    The learning rate, lookahead's pull, progressive resizing and the cost estimate all follow it."""
+    if budget := TimeBudget.of(trainer):
+        return budget.progress, budget.final
+    step, total = trainer.global_step, int(trainer.estimated_stepping_batches)
+    return step / total, step >= total
+
+
 class CostReport(L.Callback):
     """Says what the run computes on and what it will cost, and keeps a ``TimeBudget``'s tail estimate current.
 
@@ -234,7 +243,7 @@ class CostReport(L.Callback):
                 self._batch = len(batch[1]) * trainer.world_size
                 self._measured_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
                 # as a full-size step would take: the measured steps may be cheaper ones (progressive resizing)
-                self._seconds_per_image = self._measured_per_image / step_cost(pl_module, self._progress(trainer))
+                self._seconds_per_image = self._measured_per_image / step_cost(pl_module, training_progress(trainer)[0])
                 self._project(trainer, pl_module)
         self._step_end = now
 
@@ -250,12 +259,6 @@ class CostReport(L.Callback):
         if budget is not None and not budget.final:  # a single-view validation: measure evaluation speed
             self._eval_per_view = seconds / max(1, self._val_images(trainer))
             budget.tail = self._tail_seconds(trainer, pl_module)
-
-    @staticmethod
-    def _progress(trainer: L.Trainer) -> float:
-        if budget := TimeBudget.of(trainer):
-            return budget.progress
-        return trainer.global_step / max(1.0, float(trainer.estimated_stepping_batches))
 
     def _val_images(self, trainer: L.Trainer) -> int:
         return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
@@ -273,7 +276,7 @@ class CostReport(L.Callback):
         """Prints and records the projected wall time of the run, or the epochs a time budget fits."""
         assert self._seconds_per_image is not None
         speed = f"{1 / self._measured_per_image:,.0f} training images/s"
-        progress = self._progress(trainer)
+        progress = training_progress(trainer)[0]
         step_at = partial(step_cost, pl_module)  # a step's cost at a given progress, relative to a full-size one
         if budget := TimeBudget.of(trainer):
             budget.tail = self._tail_seconds(trainer, pl_module)
