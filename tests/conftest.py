@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,6 +68,21 @@ def write_folder(root: Path, train_per_class: int = 10, test_per_class: int | No
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(path)
     return root
+
+
+def quiet_trainer(tmp_path: Path, **overrides: Any) -> L.Trainer:
+    """A one-epoch CPU Trainer for a test's tiny fit: no progress bar, summary, logger or checkpoints unless the
+    test asks (``overrides``)."""
+    settings: dict[str, Any] = {
+        "max_epochs": 1,
+        "accelerator": "cpu",
+        "default_root_dir": tmp_path,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+    }
+    return L.Trainer(**(settings | overrides))
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import make_images, tiny_args, write_batches, write_folder
+from conftest import make_images, quiet_trainer, tiny_args, write_batches, write_folder
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier, sources
@@ -193,16 +192,7 @@ def test_a_lightning_bolts_style_script_runs_against_it(folder_dir: Path, tmp_pa
 
     dm.train_transforms, dm.val_transforms = counting("train", True), counting("val", False)
     dm.test_transforms = counting("test", False)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, num_sanity_val_steps=0)
     model = MLPClassifier(hidden_sizes=(16,), whiten=False)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm)
@@ -214,15 +204,7 @@ def test_from_tensors_trains_and_tests_on_images_in_memory(tmp_path: Path, monke
     images, labels = make_images(10, seed=3)
     x, y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
     dm = CIFAR10DataModule.from_tensors(x, y, x[:30], y[:30], val_split=20, batch_size=16)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path)
     model = MLPClassifier(hidden_sizes=(16,), whiten=False)
     trainer.fit(model, datamodule=dm)
     [result] = trainer.test(model, datamodule=dm, verbose=False)

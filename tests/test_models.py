@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import write_batches
+from conftest import quiet_trainer, write_batches
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.classifier import CIFAR10Classifier
@@ -25,15 +25,10 @@ MODELS = {
 
 
 def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: Any) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=L.pytorch.loggers.CSVLogger(tmp_path),
-        log_every_n_steps=1,
-        **kwargs,
+    """``quiet_trainer`` with checkpoints and every step logged to CSV."""
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    return quiet_trainer(
+        tmp_path, max_epochs=epochs, logger=logger, enable_checkpointing=True, log_every_n_steps=1, **kwargs
     )
 
 

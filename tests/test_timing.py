@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import run_dirs, tiny_args
+from conftest import quiet_trainer, run_dirs, tiny_args
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.cli import main
@@ -97,16 +97,7 @@ def budget_fit(tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: 
     probe = AdvanceClock(clock, step_seconds)
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, lookahead=True, tta_level=1, warmup_fraction=0.2)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        logger=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[budget, probe],
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[budget, probe])
     trainer.fit(model, datamodule=dm)
     return trainer, model, budget, probe
 
