@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     proc = subprocess.run(
         [sys.executable, "train.py", *tiny_args(data, out, model, epochs=2)],
         cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"},  # train.py's own choice
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT,
@@ -58,6 +60,8 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     assert 0 <= results["test/acc"] <= 1 and len(results["test/acc_per_class"]) == 10
     assert Path(results["best_checkpoint"]).is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    assert results["hardware"]["huge_page_tensors"] == (thp.exists() and "[never]" not in thp.read_text())
 
 
 def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path, tmp_path: Path) -> None:

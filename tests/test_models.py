@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from conftest import quiet_trainer, write_batches
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.nets import CNN, MLP, count_parameters
+from cifar_lightning.nets import CNN, MLP, MaxPool2x2, count_parameters
 from cifar_lightning.optim import Muon, lr_factor
 
 MODELS = {
@@ -39,6 +40,32 @@ def test_nets_map_images_to_logits(net: torch.nn.Module) -> None:
     logits = net(x)
     assert logits.shape == (5, 10) and torch.isfinite(logits).all()
     assert torch.allclose(net(x[:2]), logits[:2], atol=1e-5)  # each image's logits depend on that image alone
+
+
+def keep(saved: list[torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
+    saved.append(tensor)
+    return tensor
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_max_pool_equals_torch_and_keeps_less_for_backward(dtype: torch.dtype) -> None:
+    """Same outputs and gradients as ``nn.MaxPool2d(2)`` (ties, an odd size, NHWC), without keeping the input."""
+    x = torch.randn(3, 4, 31, 31).to(dtype).contiguous(memory_format=torch.channels_last)
+    x[0, 0, :2, :2] = 1.0  # a tie: both must route the gradient to the same pixel
+    grad = torch.randn(3, 4, 15, 15).to(dtype)
+    outs, grads, saved_bytes = [], [], []
+    for pool in (MaxPool2x2(), torch.nn.MaxPool2d(2)):
+        inputs, saved = x.clone().requires_grad_(), list[torch.Tensor]()
+        with torch.autograd.graph.saved_tensors_hooks(partial(keep, saved), lambda t: t):
+            out = pool(inputs * 1)  # `* 1`: a non-leaf input, as a conv's output is
+        out.backward(grad)
+        assert inputs.grad is not None
+        outs.append(out)
+        grads.append(inputs.grad)
+        saved_bytes.append(sum(t.numel() * t.element_size() for t in saved))
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1]) and grads[0].stride() == grads[1].stride()
+    assert saved_bytes[1] - saved_bytes[0] == x.numel() * x.element_size()  # all but the input
+    assert torch.equal(MaxPool2x2().eval()(x), torch.nn.functional.max_pool2d(x, 2))
 
 
 def test_mlp_has_the_parameters_its_sizes_say() -> None:
@@ -66,8 +93,8 @@ def test_every_trainable_parameter_gets_a_gradient(name: str) -> None:
 
 def test_cnn_has_the_seed_architecture_parts() -> None:
     kinds = {type(m) for m in CNN().modules()}
-    assert {torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.Dropout} <= kinds
-    assert any(issubclass(kind, torch.nn.BatchNorm2d) for kind in kinds)
+    for part in (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.Dropout):
+        assert any(issubclass(kind, part) for kind in kinds), part
     assert "Conv2d" not in {type(m).__name__ for m in MLP().modules()}
 
 
