@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
@@ -38,7 +39,7 @@ from cifar_lightning.faults import (
     read_checkpoint,
 )
 from cifar_lightning.figures import RunFigures
-from cifar_lightning.hardware import default_precision
+from cifar_lightning.hardware import default_precision, return_freed_memory
 from cifar_lightning.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
 from cifar_lightning.predict import PredictionWriter
 from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
@@ -199,11 +200,14 @@ class CIFARCLI(LightningCLI):
                 callbacks.append(WandbRunSetup())
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         try:
-            return self._instantiate_trainer(trainer_config, callbacks)
+            trainer = self._instantiate_trainer(trainer_config, callbacks)
         except (ValueError, MisconfigurationException):
             if self.new_run_folder is not None:
                 shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
             raise
+        if str(trainer.precision).startswith("32") and isinstance(trainer.accelerator, CPUAccelerator):
+            return_freed_memory()  # fp32 activations would fragment glibc's heap past 3 GB (hardware.py)
+        return trainer
 
     def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:
         """The run's loggers (``loggers.run_loggers``): W&B unless ``--wandb false``, then the user's own."""

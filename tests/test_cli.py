@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     assert (run / "checkpoints" / "last.ckpt").is_file()
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     assert results["hardware"]["huge_page_tensors"] == (thp.exists() and "[never]" not in thp.read_text())
+    assert results["hardware"]["malloc_returns_freed"] == (platform.libc_ver()[0] == "glibc")  # an fp32 CPU run
 
 
 def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path, tmp_path: Path) -> None:

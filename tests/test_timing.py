@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,32 @@ def test_hardware_line_names_device_precision_and_threads() -> None:
     line = describe("cpu", "32-true")
     assert line.startswith("Hardware: CPU ") and f"{torch.get_num_threads()} threads" in line
     assert "precision 32-true (native)" in line
+
+
+RESIDENT_AFTER_FREE = """
+import sys, torch
+from pathlib import Path
+from cifar_lightning.hardware import return_freed_memory
+def resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "return":
+    return_freed_memory()
+torch.ones(30 * 2**18)  # a 30 MB block freed: glibc's default then serves blocks up to 30 MB from its heap
+before = resident_mb()
+torch.ones(20 * 2**18)  # 20 MB, written and freed
+print(resident_mb() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
+def test_fp32_runs_return_freed_blocks_to_the_system() -> None:
+    """With glibc's moving threshold a freed 20 MB block stays resident; with ``return_freed_memory`` it does not."""
+    grown = {}
+    for mode in ("default", "return"):
+        out = subprocess.run([sys.executable, "-c", RESIDENT_AFTER_FREE, mode], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        grown[mode] = float(out.stdout)
+    assert grown["default"] > 15 and grown["return"] < 5, grown
 
 
 def test_budget_schedule_matches_the_step_schedule_after_warm_up() -> None:
