@@ -142,6 +142,8 @@ def read_wandb_records(path: Path) -> list:
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a chunk wandb's service is still appending: not a record yet
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         pending += chunk
         if kind in (1, 4):  # a full record, or the last chunk of one
