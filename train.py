@@ -6,8 +6,8 @@ from pathlib import Path
 
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 # Before torch is imported: PyTorch reads THP_MEM_ALLOC_ENABLE once, at its first allocation. With it, large tensors
-# ask the kernel for 2 MB pages, so each training step's fresh activations fault in 512 times less often (a CPU CNN
-# step at batch 1,024 touches about 4 GB of new pages in bf16); benchmarks/RESULTS.md has the measured gain.
+# ask the kernel for 2 MB pages, so each training step's fresh activations fault in 512 times less often;
+# benchmarks/RESULTS.md has the measured gain.
 if THP_SETTING.exists() and "[never]" not in THP_SETTING.read_text():
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -96,10 +96,9 @@ def return_freed_memory() -> bool:
 
     By default glibc raises the threshold (up to 32 MB) each time it frees a mapped block, after which blocks below
     it come from the heap and stay resident when freed; training alternates activations of many sizes (progressive
-    resizing adds more), and the heap fragments. For the CNN in fp32 (batch 1,024, emulated AVX2) a whole run peaked
-    at 3.52 GiB with the default, against 2.54 GiB for 12 steps with the threshold fixed, at no measured speed cost;
-    in bf16 the reuse of heap blocks is worth 8% of the wall time, so the CLI fixes it for fp32 CPU runs only
-    (benchmarks/RESULTS.md). Returns whether it applied (glibc only: Linux).
+    resizing adds more), and the heap fragments past the 3 GB target in fp32 at no speed gain there; in bf16 the reuse
+    of heap blocks is worth its memory, so the CLI fixes the threshold for fp32 CPU runs only (figures in
+    benchmarks/RESULTS.md). Returns whether it applied (glibc only: Linux).
     """
     return platform.libc_ver()[0] == "glibc" and bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 

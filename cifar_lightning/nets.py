@@ -125,7 +125,7 @@ class _MaxPool2x2Function(torch.autograd.Function):
     """2x2 max-pooling whose backward keeps the winners' indices but not the input.
 
     ``nn.MaxPool2d`` keeps its whole input for the backward, which reads only the input's shape and layout: in the
-    CNN's first block in fp32 (batch 1,024, 96 x 31 x 31) that is 377 MB, the largest activation of the step. An
+    CNN's first block that is the largest activation of the step (benchmarks/RESULTS.md, "Memory and page faults"). An
     unwritten tensor of that shape and layout stands in (no page touched, so no memory used); the kernels are
     PyTorch's own, so results are identical.
     """
