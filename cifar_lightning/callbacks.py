@@ -10,7 +10,8 @@
 - ``test/acc_top5``, ``test/precision_per_class``, ``test/recall_per_class``, ``test/f1_per_class``
 - ``global_step``; ``resumed_from`` (the checkpoint fit resumed from, or null); ``interrupted``: null, or
   ``{"signal", "step", "epoch", "checkpoint"}`` when SIGINT/SIGTERM stopped the run
-- ``hardware``, ``estimate``, ``time_budget_minutes`` (from ``timing.CostReport``, when the run has one);
+- ``hardware``, ``estimate``, ``estimate_revised`` (null unless the steps changed cost, as progressive resizing's
+  do), ``time_budget_minutes`` (from ``timing.CostReport``, when the run has one);
   ``test_seconds``; ``wall_seconds`` (process start to the last write)
 - ``train_images``, ``parts`` (a resumed run's totals: ``train_seconds`` and ``images_per_second`` cover every part);
   ``evaluates`` (a ``test`` run: the fit run it evaluated); ``tested_in`` (a fit run: where a later test ran)
@@ -204,7 +205,7 @@ class RunSummary(L.Callback):
             **dict.fromkeys(("test/acc", "test/loss", "test/acc_per_class", "test/acc_top5")),
             **dict.fromkeys(f"test/{kind}_per_class" for kind in ("precision", "recall", "f1")),
             **dict.fromkeys(("global_step", "resumed_from", "interrupted")),
-            **dict.fromkeys(("hardware", "estimate", "time_budget_minutes", "test_seconds")),
+            **dict.fromkeys(("hardware", "estimate", "estimate_revised", "time_budget_minutes", "test_seconds")),
             **(report.record if (report := CostReport.of(trainer)) else {}),
             **self.results,
             "evaluates": str(self.evaluates) if self.evaluates else None,

@@ -192,8 +192,10 @@ class CostReport(L.Callback):
 
     At setup: the hardware line (``hardware.describe``). Training steps ``warmup_steps`` to ``warmup_steps +
     measured_steps`` are timed as they run (no extra pass); one line then projects the wall time of the whole run,
-    or, under a time budget, how many epochs the budget fits. ``record`` holds ``hardware``, ``estimate`` and
-    ``time_budget_minutes`` for ``results.json``.
+    or, under a time budget, how many epochs the budget fits. When later steps cost differently (progressive
+    resizing's switch to full size), they are timed the same way and a second line revises the projection: the
+    first could only scale the small steps by their pixels. ``record`` holds ``hardware``, ``estimate``,
+    ``estimate_revised`` and ``time_budget_minutes`` for ``results.json``.
 
     Args:
         test_follows: a test on the data's test split comes after fit (``train.py`` without a subcommand sets it);
@@ -208,6 +210,9 @@ class CostReport(L.Callback):
         self.record: dict[str, Any] = {}
         self._step_end = self._val_start = self._fit_start = 0.0
         self._step_times: list[float] = []
+        self._cost: float | None = None  # cost of the steps being timed, relative to a full-size step
+        self._next_cost = 1.0  # cost of the step now running (step_cost at its progress)
+        self._warm = 0  # steps run at self._cost so far, up to warmup_steps
         self._batch = 1  # training images per step, over all ranks
         self._measured_per_image = 0.0  # one training image, as measured
         self._seconds_per_image: float | None = None  # one full-size training image (see VariableStepCost)
@@ -233,18 +238,26 @@ class CostReport(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._step_end = time.perf_counter()
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self._next_cost = step_cost(pl_module, training_progress(trainer)[0])  # as the step itself will read it
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.perf_counter()
-        if len(self._step_times) < self.measured_steps and batch_idx >= self.warmup_steps:
+        if self._next_cost != self._cost:
+            # the first step, or the first of a different cost (progressive resizing's switch to full size): the
+            # cost ratio is only the pixels' guess, so the new steps are timed too and the projection revised
+            self._cost, self._step_times, self._warm = self._next_cost, [], 1
+        elif self._warm < self.warmup_steps:
+            self._warm += 1
+        elif len(self._step_times) < self.measured_steps:
             self._step_times.append(now - self._step_end)
             if len(self._step_times) == self.measured_steps:
                 self._batch = len(batch[1]) * trainer.world_size
                 self._measured_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
-                # as a full-size step would take: the measured steps may be cheaper ones (progressive resizing)
-                self._seconds_per_image = self._measured_per_image / step_cost(pl_module, training_progress(trainer)[0])
-                self._project(trainer, pl_module)
+                self._seconds_per_image = self._measured_per_image / self._cost  # as a full-size step would take
+                self._project(trainer, pl_module, revised="estimate" in self.record)
         self._step_end = now
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -272,10 +285,12 @@ class CostReport(L.Callback):
         test = TEST_SIZE if self.test_follows else 0
         return per_view * self._views(pl_module) * (self._val_images(trainer) + test)
 
-    def _project(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Prints and records the projected wall time of the run, or the epochs a time budget fits."""
+    def _project(self, trainer: L.Trainer, pl_module: L.LightningModule, revised: bool = False) -> None:
+        """Prints and records (``estimate``, or ``estimate_revised`` once the steps' cost has changed) the projected
+        wall time of the run, or the epochs a time budget fits."""
         assert self._seconds_per_image is not None
         speed = f"{1 / self._measured_per_image:,.0f} training images/s"
+        key, head = ("estimate_revised", f"Re-estimated at step {trainer.global_step}") if revised else ("estimate", "")
         progress = training_progress(trainer)[0]
         step_at = partial(step_cost, pl_module)  # a step's cost at a given progress, relative to a full-size one
         if budget := TimeBudget.of(trainer):
@@ -285,10 +300,10 @@ class CostReport(L.Callback):
             images = (budget.window() - budget.elapsed()) / self._seconds_per_image * speedup
             epochs = trainer.current_epoch + images / max(1, trainer.num_training_batches * self._batch)
             rank_zero_info(
-                f"Time budget {format_duration(budget.seconds)}: at {speed} the schedule fits about "
-                f"{epochs:.1f} epochs, then evaluates."
+                f"{head + ': t' if head else 'T'}ime budget {format_duration(budget.seconds)}: at {speed} the schedule "
+                f"fits about {epochs:.1f} epochs, then evaluates."
             )
-            self.record["estimate"] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
+            self.record[key] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
             return
         work = Workload(
             train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * self._batch,
@@ -303,15 +318,16 @@ class CostReport(L.Callback):
         fit = time.perf_counter() - self._fit_start + cost["fit"]
         test = f", test {format_duration(cost['test'])}" if self.test_follows else ""
         rank_zero_info(
-            f"Estimated: {format_duration(total)} start to exit ({speed}; fit {format_duration(fit)}{test})."
+            f"{head or 'Estimated'}: {format_duration(total)} start to exit ({speed}; fit {format_duration(fit)}"
+            f"{test})."
         )
-        if trainer.strategy.root_device.type == "cpu" and total > 60 * self.long_run_minutes:
+        if not revised and trainer.strategy.root_device.type == "cpu" and total > 60 * self.long_run_minutes:
             rank_zero_info(
                 f"That is long for a CPU. `--time_budget {self.long_run_minutes:g}` fits this recipe into "
                 f"{self.long_run_minutes:g} minutes (fewer epochs, still annealed); for the CNN, `--model cnn_fast` is "
                 "the recipe made for CPUs without native bf16."
             )
-        self.record["estimate"] = {
+        self.record[key] = {
             "fit_seconds": round(fit, 2),
             "test_seconds": round(cost["test"], 2),
             "wall_seconds": round(total, 1),

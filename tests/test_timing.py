@@ -184,6 +184,24 @@ def test_run_prints_hardware_and_estimate_and_records_them(
     estimate = results["estimate"]
     assert estimate["at_step"] == 4 and estimate["fit_seconds"] > 0 and estimate["test_seconds"] > 0
     assert results["test_seconds"] > 0 and results["wall_seconds"] > 0 and results["time_budget_minutes"] is None
+    assert results["estimate_revised"] is None and "Re-estimated" not in text  # every step cost the same
+
+
+def test_estimate_is_revised_once_progressive_resizing_switches_to_full_size(
+    batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first projection times small steps and scales them by their pixels; the cost ratio a machine really has
+    differs, so the first full-size steps are timed too and the projection is printed and recorded again."""
+    out = tmp_path / "runs"
+    resizing = ["--model.low_res", "16", "--model.low_res_fraction", "0.5"]  # 10 steps: 5 at 16 px, then 5 at 32
+    with caplog.at_level("INFO"):
+        assert main([*tiny_args(batches_dir, out, model="cnn", epochs=2), *resizing]) == 0
+    assert caplog.text.count("Estimated: ") == 1 and caplog.text.count("Re-estimated at step 9: ") == 1
+    [run] = run_dirs(out)
+    results = json.loads((run / "results.json").read_text())
+    # timed: steps 2 to 4 (step 1 warms up), then 7 to 9 (step 6, the first full-size one, warms up)
+    assert results["estimate"]["at_step"] == 4 and results["estimate_revised"]["at_step"] == 9
+    assert results["estimate_revised"]["wall_seconds"] > 0
 
 
 def test_bad_time_budget_is_a_usage_error(batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
