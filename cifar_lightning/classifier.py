@@ -56,6 +56,8 @@ class CIFAR10Classifier(L.LightningModule):
         tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
             During fit, only the last epoch's validation uses it (it costs up to 6 forward passes per image); the
             earlier epochs' ``val/acc`` is single-view.
+        tta_threshold: only images whose single view is less confident than this (top softmax probability) get the
+            extra views (``augment.tta_logits``); 1 gives every image all of them.
         muon_lr: peak learning rate of the Muon-stepped filters, as a fraction of their norm per step.
         muon_momentum: momentum of the Muon-stepped filters.
     """
@@ -75,12 +77,15 @@ class CIFAR10Classifier(L.LightningModule):
         bias_lr_scale: float = 1.0,
         lookahead: bool = False,
         tta_level: int = 0,
+        tta_threshold: float = 1.0,
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,
     ) -> None:
         super().__init__()
         if tta_level not in (0, 1, 2):
             raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}.")
+        if not 0.0 < tta_threshold <= 1.0:
+            raise ValueError(f"tta_threshold is a probability above 0, at most 1 (every image); got {tta_threshold}.")
         # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
         self.save_hyperparameters()
         self.train_metrics = accuracy(num_classes, "train")
@@ -99,7 +104,7 @@ class CIFAR10Classifier(L.LightningModule):
 
     def tta_logits(self, x: Tensor) -> Tensor:
         """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``augment.tta_logits``)."""
-        return tta_logits(self, x, self.hparams["tta_level"])
+        return tta_logits(self, x, self.hparams["tta_level"], self.hparams["tta_threshold"])
 
     def _use_tta(self, stage: Stage) -> bool:
         """TTA multiplies evaluation cost by up to 6: during fit only the last epoch's validation pays for it."""

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger
@@ -304,4 +305,13 @@ def _main(args: list[str] | None = None) -> int:
                 shutil.rmtree(cli.new_run_folder, ignore_errors=True)
         if owns_run_id:  # a second run in the same process gets a folder of its own
             os.environ.pop(RUN_ID_ENV, None)
+        _close_process_group()
     return code
+
+
+def _close_process_group() -> None:
+    # Lightning leaves a gloo (CPU) process group open at exit (it closes only NCCL's); its threads, torn down by the
+    # interpreter's exit instead, can abort the process ("terminate called without an active exception", exit -6)
+    # after a run that already ended, or failed, cleanly.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

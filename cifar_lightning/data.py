@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cifar_lightning import sources
-from cifar_lightning.augment import PaddingMode, normalize, padding_problem, random_crop_flip
+from cifar_lightning.augment import PaddingMode, color_jitter, normalize, padding_problem, random_crop_flip
 from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD, TRAIN_SIZE
 from cifar_lightning.sampling import Batch, ShardedBatchSampler, _InMemory
 from cifar_lightning.sources import ACCEPTED_LAYOUTS, DataError, SplitName
@@ -50,6 +50,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment: random crop and flip on training batches.
         alternate_flip: mirror each training image in every other epoch (a seeded coin decides which epochs)
             instead of on a fresh coin flip per epoch; needs ``augment``.
+        color_jitter: shift each training image's brightness by up to this much and scale its contrast by up to
+            1 +- this, uniformly per image, on the normalized input (``augment.color_jitter``); 0 turns it off.
         crop_padding: largest random translation in pixels (4 is the usual CIFAR recipe).
         crop_padding_mode: fill of the pixels a translation shifts in, as torchvision's ``padding_mode``:
             ``"constant"`` (zeros, torchvision's default) or ``"reflect"`` (mirrored border, as airbench).
@@ -86,6 +88,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding: int = 4,
         crop_padding_mode: PaddingMode = "constant",
         alternate_flip: bool = False,
+        color_jitter: float = 0.0,
         pin_memory: bool = True,
         drop_last: bool = False,
         download: bool = True,
@@ -93,11 +96,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         shuffle: bool = True,
     ) -> None:
         super().__init__()
-        _check_args(val_split, batch_size, num_workers, crop_padding, crop_padding_mode)
+        _check_args(val_split, batch_size, num_workers, crop_padding, crop_padding_mode, color_jitter)
         self.data_dir = Path(data_dir).expanduser()
         self.val_split, self.batch_size, self.num_workers, self.seed = val_split, batch_size, num_workers, seed
         self.normalize, self.augment, self.crop_padding = normalize, augment, crop_padding
-        self.crop_padding_mode, self.alternate_flip = crop_padding_mode, alternate_flip
+        self.crop_padding_mode, self.alternate_flip, self.color_jitter = crop_padding_mode, alternate_flip, color_jitter
         self.pin_memory, self.drop_last, self.download = pin_memory, drop_last, download
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.data_train: _InMemory | None = None
@@ -266,9 +269,11 @@ class CIFAR10DataModule(L.LightningDataModule):
     # ---- on-device transforms ----
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 batch -> float32 model input, augmented when ``train`` and ``augment`` are both on."""
-        if train and self.augment:  # with alternate_flip the loader has mirrored the batch already
+        augment = train and self.augment
+        if augment:  # with alternate_flip the loader has mirrored the batch already
             images = random_crop_flip(images, self.crop_padding, not self.alternate_flip, self.crop_padding_mode)
-        return normalize(images, *(self.input_normalization or (None, None)))
+        out = normalize(images, *(self.input_normalization or (None, None)))
+        return color_jitter(out, self.color_jitter) if augment and self.color_jitter else out
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
@@ -289,7 +294,12 @@ def _readable(path: Path) -> bool:
 
 
 def _check_args(
-    val_split: int | float, batch_size: int, num_workers: int, crop_padding: int, crop_padding_mode: str
+    val_split: int | float,
+    batch_size: int,
+    num_workers: int,
+    crop_padding: int,
+    crop_padding_mode: str,
+    color_jitter: float = 0.0,
 ) -> None:
     problems = []
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -304,5 +314,7 @@ def _check_args(
         problems.append(f"crop_padding must be >= 0, got {crop_padding!r}")
     if problem := padding_problem(crop_padding, crop_padding_mode, min(IMAGE_SHAPE[1:]), prefix="crop_"):
         problems.append(problem)
+    if not 0 <= color_jitter < 1:  # a contrast scale of 1 - color_jitter must stay positive
+        problems.append(f"color_jitter must be in [0, 1), got {color_jitter!r}")
     if problems:
         raise ValueError("Invalid CIFAR10DataModule arguments: " + "; ".join(problems) + ".")

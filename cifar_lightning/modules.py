@@ -51,6 +51,7 @@ class MLPClassifier(CIFAR10Classifier):
         bias_lr_scale: float = 1.0,
         lookahead: bool = False,
         tta_level: int = 1,
+        tta_threshold: float = 1.0,
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,
     ) -> None:
@@ -110,6 +111,7 @@ class CNNClassifier(CIFAR10Classifier):
         bias_lr_scale: float = 64.0,
         lookahead: bool = True,
         tta_level: int = 2,
+        tta_threshold: float = 0.65,
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,
     ) -> None:

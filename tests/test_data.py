@@ -14,7 +14,7 @@ from conftest import make_images, quiet_trainer, tiny_args, write_batches, write
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier, sources
-from cifar_lightning.augment import PaddingMode, normalize, random_crop_flip
+from cifar_lightning.augment import PaddingMode, color_jitter, normalize, random_crop_flip
 from cifar_lightning.cli import main
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
 from cifar_lightning.sampling import ShardedBatchSampler, _InMemory
@@ -294,6 +294,25 @@ def test_validation_batches_are_not_augmented(batches_dir: Path) -> None:
     assert not torch.equal(dm.transform(images, train=True), dm.transform(images, train=False))
 
 
+def test_color_jitter_shifts_and_scales_each_training_image_within_its_range() -> None:
+    x = torch.randn(256, 3, 32, 32)
+    out = color_jitter(x.clone(), 0.15).flatten(1)
+    flat = x.flatten(1)
+    # out = (x + shift) * scale per image: recover both from the first two pixels, then check every pixel
+    scale = (out[:, 1] - out[:, 0]) / (flat[:, 1] - flat[:, 0])
+    shift = out[:, 0] / scale - flat[:, 0]
+    torch.testing.assert_close(out, (flat + shift[:, None]) * scale[:, None], atol=1e-4, rtol=1e-4)
+    assert scale.min() >= 0.85 - 1e-4 and scale.max() <= 1.15 + 1e-4 and shift.abs().max() <= 0.15 + 1e-4
+    assert scale.std() > 0.05 and shift.std() > 0.05  # drawn per image, not once per batch
+
+    dm = CIFAR10DataModule(color_jitter=0.15, crop_padding=0, alternate_flip=True)  # the jitter is all that varies
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(dm.transform(images, train=False), normalize(images, MEAN, STD))
+    assert not torch.allclose(dm.transform(images, train=True), normalize(images, MEAN, STD))
+    plain = CIFAR10DataModule(crop_padding=0, alternate_flip=True)  # off by default: the training input is untouched
+    torch.testing.assert_close(plain.transform(images, train=True), normalize(images, MEAN, STD))
+
+
 # ---- bad input: one clear DataError/ValueError, nothing half-written ----
 
 
@@ -369,6 +388,7 @@ def test_val_split_as_large_as_the_training_set(batches_dir: Path) -> None:
         ({"val_split": -1}, "val_split as a count must be >= 0"),
         ({"crop_padding_mode": "edge"}, "crop_padding_mode must be 'constant' or 'reflect', got 'edge'"),
         ({"crop_padding_mode": "reflect", "crop_padding": 32}, "reflect padding needs crop_padding < 32, got 32"),
+        ({"color_jitter": 1.0}, r"color_jitter must be in \[0, 1\), got 1.0"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:

@@ -411,6 +411,13 @@ def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_pat
     assert proc.stderr.count("train/loss became") == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
+def test_a_ddp_run_closes_its_process_group_when_it_ends(folder_dir: Path, tmp_path: Path) -> None:
+    # Lightning closes only NCCL groups; a gloo group left to the interpreter's exit can abort the process (-6).
+    ddp = ["--trainer.devices", "1", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+    assert main([*tiny_args(folder_dir, tmp_path, "mlp", epochs=1), *ddp]) == 0
+    assert not torch.distributed.is_initialized()
+
+
 @pytest.mark.parametrize("model", [pytest.param("mlp", marks=SLOW), "cnn"])
 def test_same_seed_same_metrics_to_the_last_digit(model: str, folder_dir: Path, tmp_path: Path) -> None:
     texts = []

@@ -245,7 +245,7 @@ def test_whitening_is_set_when_training_starts_and_never_trained(name: str, batc
 
 @pytest.mark.parametrize("name", MODELS)
 def test_mirror_tta_is_flip_invariant(name: str) -> None:
-    model = MODELS[name](tta_level=1).eval()
+    model = MODELS[name](tta_level=1, tta_threshold=1.0).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.tta_logits(x), model.tta_logits(x.flip(-1)))
@@ -253,7 +253,7 @@ def test_mirror_tta_is_flip_invariant(name: str) -> None:
 
 
 def test_shift_tta_averages_six_views() -> None:
-    model = MODELS["cnn"](tta_level=2).eval()
+    model = MODELS["cnn"](tta_level=2, tta_threshold=1.0).eval()
     x = torch.randn(2, 3, 32, 32)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     views = [x, padded[..., :32, :32], padded[..., 2:, 2:]]
@@ -263,6 +263,24 @@ def test_shift_tta_averages_six_views() -> None:
         torch.testing.assert_close(model.tta_logits(x), expected)
     with pytest.raises(ValueError, match="tta_level must be"):
         MODELS["cnn"](tta_level=3)
+
+
+def test_selective_tta_gives_the_extra_views_only_to_unsure_images_whatever_the_batch() -> None:
+    model = MODELS["cnn"](tta_level=2, tta_threshold=1.0).eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        single, every = model(x), model.tta_logits(x)
+        confidence = single.softmax(-1).amax(-1)
+        model.hparams["tta_threshold"] = confidence.median().item()  # about half the images are below it
+        selective = model.tta_logits(x)
+        alone = torch.cat([model.tta_logits(image[None]) for image in x])  # one image per batch: the same decisions
+    unsure = confidence < model.hparams["tta_threshold"]
+    assert 0 < unsure.sum() < len(x)
+    torch.testing.assert_close(selective[unsure], every[unsure])  # all six views
+    torch.testing.assert_close(selective[~unsure], single[~unsure])  # the confident keep their single view
+    torch.testing.assert_close(alone, selective, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="tta_threshold"):
+        MODELS["cnn"](tta_threshold=0.0)
 
 
 def test_bias_lr_scale_and_lookahead(batches_dir: Path, tmp_path: Path) -> None:
