@@ -139,9 +139,9 @@ def tta_logits(model: Callable[[Tensor], Tensor], x: Tensor, level: int, thresho
         return logits
     if threshold >= 1:
         return _more_views(model, x, logits, level)
-    unsure = (logits.softmax(-1).amax(-1) < threshold).nonzero().squeeze(1)
+    unsure = logits.softmax(-1).amax(-1) < threshold
     out = logits.clone()
-    if len(unsure):
+    if unsure.any():  # a batch of confident images skips the extra passes altogether
         out[unsure] = _more_views(model, x[unsure], logits[unsure], level).to(out.dtype)
     return out
 

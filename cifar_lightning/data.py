@@ -299,7 +299,7 @@ def _check_args(
     num_workers: int,
     crop_padding: int,
     crop_padding_mode: str,
-    color_jitter: float = 0.0,
+    color_jitter: float,
 ) -> None:
     problems = []
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
