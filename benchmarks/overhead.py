@@ -84,7 +84,7 @@ def plain_epoch(module: CIFAR10Classifier, dm: CIFAR10DataModule, precision: Def
     opt = module.make_optimizer()
     loader = dm.train_dataloader()  # dm is set up (in_memory_data)
     total = len(loader)
-    factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
+    factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], total_steps=total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     module.train()
     start = time.perf_counter()

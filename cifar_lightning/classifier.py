@@ -233,9 +233,9 @@ class CIFAR10Classifier(L.LightningModule):
         opt = self.make_optimizer()
         # Under a time budget the wall clock drives the schedule, read at every step (the step count is unbounded).
         if budget := TimeBudget.of(self.trainer):
-            factor = schedule_factor(0, hp["warmup_fraction"], hp["schedule"], progress=lambda: budget.progress)
+            factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], progress=lambda: budget.progress)
         else:
             total = int(self.trainer.estimated_stepping_batches)
-            factor = schedule_factor(total, hp["warmup_fraction"], hp["schedule"])
+            factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], total_steps=total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

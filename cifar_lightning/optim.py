@@ -34,12 +34,19 @@ def lr_factor_at(progress: float, warmup_fraction: float, schedule: Schedule) ->
 
 
 def schedule_factor(
-    total_steps: int, warmup_fraction: float, schedule: Schedule, progress: Callable[[], float] | None = None
+    warmup_fraction: float,
+    schedule: Schedule,
+    *,
+    total_steps: int | None = None,
+    progress: Callable[[], float] | None = None,
 ) -> Callable[[int], float]:
-    """``LambdaLR``'s multiplier per step: by the step count over ``total_steps`` or, given ``progress`` (a time
-    budget's fraction used, read at every step), by that fraction."""
+    """``LambdaLR``'s multiplier per step: by the step count over ``total_steps`` or, given ``progress`` instead (a
+    time budget's fraction used, read at every step), by that fraction."""
+    if (total_steps is None) == (progress is None):
+        raise ValueError("schedule_factor needs exactly one of total_steps (a step count) and progress (a callable).")
     if progress is not None:
         return lambda step: lr_factor_at(progress(), warmup_fraction, schedule)
+    assert total_steps is not None  # for mypy: the check above
     warmup = max(1, round(warmup_fraction * total_steps))
     return partial(lr_factor, total_steps=total_steps, warmup_steps=warmup, schedule=schedule)
 

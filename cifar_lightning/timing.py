@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from cifar_lightning.constants import TEST_SIZE
 from cifar_lightning.hardware import describe, hardware_info
@@ -285,26 +285,42 @@ class CostReport(L.Callback):
         test = TEST_SIZE if self.test_follows else 0
         return per_view * self._views(pl_module) * (self._val_images(trainer) + test)
 
+    def _project_budget(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, budget: TimeBudget, speed: str, key: str, head: str
+    ) -> None:
+        """Under a time budget: prints and records how many epochs the budget's remaining time fits."""
+        assert self._seconds_per_image is not None
+        budget.tail = self._tail_seconds(trainer, pl_module)
+        # the budget's progress is time: images per second, averaged over the time left, is 1 / cost averaged
+        speedup = average_to_end(lambda p: 1 / step_cost(pl_module, p), training_progress(trainer)[0])
+        left = budget.window() - budget.elapsed()
+        images = max(0.0, left) / self._seconds_per_image * speedup
+        batches = max(1, trainer.num_training_batches)
+        epochs = (trainer.global_step + images / self._batch) / batches
+        label = f"{head}: time budget" if head else "Time budget"
+        rank_zero_info(
+            f"{label} {format_duration(budget.seconds)}: at {speed} the schedule fits about {epochs:.1f} epochs, "
+            "then evaluates."
+        )
+        if left <= 0:
+            rank_zero_warn(
+                f"--time_budget {budget.seconds / 60:g} is too short for this run: its final evaluation alone is "
+                f"estimated at {format_duration(budget.tail)}, so training ends now, at step {trainer.global_step}, "
+                "before its schedule has annealed. Give a longer --time_budget, or a lower --model.tta_level."
+            )
+        self.record[key] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
+
     def _project(self, trainer: L.Trainer, pl_module: L.LightningModule, revised: bool = False) -> None:
         """Prints and records (``estimate``, or ``estimate_revised`` once the steps' cost has changed) the projected
         wall time of the run, or the epochs a time budget fits."""
         assert self._seconds_per_image is not None
         speed = f"{1 / self._measured_per_image:,.0f} training images/s"
         key, head = ("estimate_revised", f"Re-estimated at step {trainer.global_step}") if revised else ("estimate", "")
+        if budget := TimeBudget.of(trainer):
+            self._project_budget(trainer, pl_module, budget, speed, key, head)
+            return
         progress = training_progress(trainer)[0]
         step_at = partial(step_cost, pl_module)  # a step's cost at a given progress, relative to a full-size one
-        if budget := TimeBudget.of(trainer):
-            budget.tail = self._tail_seconds(trainer, pl_module)
-            # the budget's progress is time: images per second, averaged over the time left, is 1 / cost averaged
-            speedup = average_to_end(lambda p: 1 / step_at(p), progress)
-            images = (budget.window() - budget.elapsed()) / self._seconds_per_image * speedup
-            epochs = trainer.current_epoch + images / max(1, trainer.num_training_batches * self._batch)
-            rank_zero_info(
-                f"{head + ': t' if head else 'T'}ime budget {format_duration(budget.seconds)}: at {speed} the schedule "
-                f"fits about {epochs:.1f} epochs, then evaluates."
-            )
-            self.record[key] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
-            return
         work = Workload(
             train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * self._batch,
             val_images_per_check=self._val_images(trainer),

@@ -18,8 +18,16 @@ from conftest import quiet_trainer, run_dirs, tiny_args
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.cli import main
 from cifar_lightning.hardware import describe, hardware_info
-from cifar_lightning.optim import lr_factor, lr_factor_at
-from cifar_lightning.timing import TimeBudget, Workload, average_to_end, estimate_seconds, format_duration, step_cost
+from cifar_lightning.optim import lr_factor, lr_factor_at, schedule_factor
+from cifar_lightning.timing import (
+    CostReport,
+    TimeBudget,
+    Workload,
+    average_to_end,
+    estimate_seconds,
+    format_duration,
+    step_cost,
+)
 
 
 class FakeClock:
@@ -120,6 +128,19 @@ def test_budget_schedule_matches_the_step_schedule_after_warm_up() -> None:
     assert lr_factor_at(1.0, 0.2, "cosine") == pytest.approx(0.0, abs=1e-12)
 
 
+def test_schedule_factor_follows_the_step_count_or_the_budget_and_refuses_both_or_neither() -> None:
+    by_steps = schedule_factor(0.2, "linear", total_steps=200)
+    assert [by_steps(s) for s in (0, 39, 120, 200)] == [lr_factor(s, 200, 40, "linear") for s in (0, 39, 120, 200)]
+    done = [0.1]
+    by_budget = schedule_factor(0.2, "linear", progress=lambda: done[0])
+    assert by_budget(5) == pytest.approx(0.5)  # the step number is ignored: the fraction of the budget decides
+    done[0] = 0.6
+    assert by_budget(5) == pytest.approx(0.5)  # half-way through the decay
+    for wrong in ({}, {"total_steps": 200, "progress": lambda: 0.5}):
+        with pytest.raises(ValueError, match="exactly one of total_steps"):
+            schedule_factor(0.2, "linear", **wrong)  # type: ignore[arg-type]
+
+
 def budget_fit(tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: float) -> tuple[Any, ...]:
     clock = FakeClock()
     budget = TimeBudget(minutes, clock=clock)
@@ -202,6 +223,38 @@ def test_estimate_is_revised_once_progressive_resizing_switches_to_full_size(
     # timed: steps 2 to 4 (step 1 warms up), then 7 to 9 (step 6, the first full-size one, warms up)
     assert results["estimate"]["at_step"] == 4 and results["estimate_revised"]["at_step"] == 9
     assert results["estimate_revised"]["wall_seconds"] > 0
+
+
+@pytest.mark.parametrize("evaluation_seconds", [None, 100.0])
+def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
+    evaluation_seconds: float | None,
+    batches_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    recwarn: pytest.WarningsRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1-minute budget (a 55 s window) at 0.5 s per step fits many epochs; if the final evaluation were estimated
+    at 100 s, none: the user is told so, and the projection never goes below the steps already done."""
+    if evaluation_seconds is not None:
+        monkeypatch.setattr(CostReport, "_tail_seconds", lambda *args: evaluation_seconds)
+    clock, report = FakeClock(), CostReport()
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
+    callbacks = [TimeBudget(1.0, clock=clock), report, AdvanceClock(clock, 0.5)]
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, datamodule=dm)
+    assert caplog.text.count("Time budget 1:00: at ") == 1 and report.record["estimate"]["at_step"] == 4
+    if evaluation_seconds is None:
+        assert not [w for w in recwarn if "too short" in str(w.message)]
+        assert report.record["estimate"]["epochs"] > 1.0
+    else:
+        [warning] = [str(w.message) for w in recwarn if "too short" in str(w.message)]
+        assert warning.startswith("--time_budget 1 is too short for this run") and "at step 4" in warning
+        assert "the schedule fits about 0.8 epochs" in caplog.text
+        assert report.record["estimate"]["epochs"] == 0.8  # the 4 steps done of 5 per epoch: never negative
+        assert trainer.global_step == 5  # the step after the projection was the last
 
 
 def test_bad_time_budget_is_a_usage_error(batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
