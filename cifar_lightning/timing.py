@@ -121,6 +121,7 @@ class TimeBudget(L.Callback):
         self.tail = 0.0  # estimated seconds of the final validation and the test (set by RunSummary)
         self._last: float | None = None  # the clock at the last step (None after a validation)
         self._step_seconds = 0.0  # one step's duration
+        self._steps = 0  # steps this process has trained
 
     @staticmethod
     def of(trainer: L.Trainer | None) -> TimeBudget | None:
@@ -155,8 +156,16 @@ class TimeBudget(L.Callback):
         final = elapsed + self._step_seconds > window
         progress = 1.0 if final else min(1.0, (elapsed + self._step_seconds) / window)  # at the next step's end
         self.progress, self.final = _same_on_every_rank(trainer, (max(self.progress, progress), final))
+        self._steps += 1
         if self.final:
             trainer.should_stop = True
+            if self._steps == 1:
+                rank_zero_warn(
+                    f"time_budget {self.seconds / 60:g} was used up before training started: {elapsed:.0f} s had "
+                    f"passed (imports, data loading, or the earlier part of a resumed run) against a "
+                    f"{max(0.0, window):.0f} s window, so this run trains one step, then evaluates. Give a longer "
+                    "time budget."
+                )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = None

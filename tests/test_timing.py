@@ -257,6 +257,21 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
         assert trainer.global_step == 5  # the step after the projection was the last
 
 
+def test_a_budget_used_up_before_training_says_so(
+    batches_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    clock = FakeClock()
+    budget = TimeBudget(1.0, clock=clock)
+    clock.now = 100.0  # 100 s gone (slow imports, a slow disk) before the first step of a 55 s window
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[budget, AdvanceClock(clock, 0.5)])
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 1 and budget.final
+    [warning] = [str(w.message) for w in recwarn if "used up" in str(w.message)]
+    assert warning.startswith("time_budget 1 was used up before training started: 100 s had passed")
+
+
 def test_bad_time_budget_is_a_usage_error(batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([*tiny_args(batches_dir, tmp_path / "runs"), "--time_budget", "-2"]) == 2
     assert "--time_budget is in minutes and must be positive, got -2.0" in capsys.readouterr().err
