@@ -19,7 +19,7 @@ from cifar_lightning.export import Normalization
 from cifar_lightning.faults import DivergedError
 from cifar_lightning.metrics import TestReport, accuracy
 from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
-from cifar_lightning.timing import TimeBudget, training_progress
+from cifar_lightning.timing import TimeBudget, training_progress, validate_this_epoch
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -131,6 +131,10 @@ class CIFAR10Classifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
+
+    def on_train_epoch_start(self) -> None:
+        if self.trainer.max_epochs is not None and self.trainer.current_epoch == self.trainer.max_epochs - 1:
+            validate_this_epoch(self.trainer)  # the final (TTA) validation, whatever check_val_every_n_epoch says
 
     def on_train_epoch_end(self) -> None:
         # Training metrics are logged here, not per step: each self.log call costs Lightning bookkeeping that is

@@ -159,6 +159,7 @@ class TimeBudget(L.Callback):
         self._steps += 1
         if self.final:
             trainer.should_stop = True
+            validate_this_epoch(trainer)
             if self._steps == 1:
                 rank_zero_warn(
                     f"time_budget {self.seconds / 60:g} was used up before training started: {elapsed:.0f} s had "
@@ -185,6 +186,18 @@ def _same_on_every_rank(trainer: L.Trainer, decision: tuple[float, bool]) -> tup
     if trainer.world_size == 1:
         return decision
     return trainer.strategy.broadcast(decision, src=0)
+
+
+def validate_this_epoch(trainer: L.Trainer) -> None:
+    """Makes the current epoch end with a validation. Lightning validates only the epochs ``check_val_every_n_epoch``
+    divides, but a run's last validation (with TTA) is its result, whichever epoch a step count or a budget ends."""
+    trainer.check_val_every_n_epoch = 1  # as Lightning's own fast_dev_run sets it
+
+
+def validations_left(trainer: L.Trainer) -> int:
+    """Validations the rest of fit runs: one every ``check_val_every_n_epoch`` epochs, and one at the end."""
+    every, last = trainer.check_val_every_n_epoch or 1, trainer.max_epochs or 1
+    return sum((epoch + 1) % every == 0 or epoch == last - 1 for epoch in range(trainer.current_epoch, last))
 
 
 def training_progress(trainer: L.Trainer) -> tuple[float, bool]:
@@ -334,7 +347,7 @@ class CostReport(L.Callback):
             train_images=int(trainer.estimated_stepping_batches - trainer.global_step) * self._batch,
             val_images_per_check=self._val_images(trainer),
             tta_views=self._views(pl_module),
-            val_checks=(trainer.max_epochs or 1) - trainer.current_epoch,
+            val_checks=validations_left(trainer),
             test_images=TEST_SIZE if self.test_follows else 0,
             seconds_per_train_image=self._seconds_per_image * average_to_end(step_at, progress),
         )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -27,6 +28,7 @@ from cifar_lightning.timing import (
     estimate_seconds,
     format_duration,
     step_cost,
+    validations_left,
 )
 
 
@@ -47,12 +49,15 @@ class AdvanceClock(L.Callback):
         self.clock, self.step_seconds = clock, step_seconds
         self.lrs: list[float] = []
         self.tta_validations: list[int] = []  # global step of each validation that used TTA
+        self.validated_epochs: list[int] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self.clock.now += self.step_seconds
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epochs.append(trainer.current_epoch)
         if not trainer.sanity_checking and pl_module._use_tta("val"):  # type: ignore[operator]
             self.tta_validations.append(trainer.global_step)
 
@@ -141,13 +146,15 @@ def test_schedule_factor_follows_the_step_count_or_the_budget_and_refuses_both_o
             schedule_factor(0.2, "linear", **wrong)  # type: ignore[arg-type]
 
 
-def budget_fit(tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: float) -> tuple[Any, ...]:
+def budget_fit(
+    tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: float, **trainer_args: Any
+) -> tuple[Any, ...]:
     clock = FakeClock()
     budget = TimeBudget(minutes, clock=clock)
     probe = AdvanceClock(clock, step_seconds)
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, lookahead=True, tta_level=1, warmup_fraction=0.2)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
-    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[budget, probe])
+    trainer = quiet_trainer(tmp_path, **({"max_epochs": 2} | trainer_args), callbacks=[budget, probe])
     trainer.fit(model, datamodule=dm)
     return trainer, model, budget, probe
 
@@ -175,6 +182,33 @@ def test_a_slower_machine_gets_fewer_steps_of_the_same_schedule(batches_dir: Pat
     # the last step ends at 52.8 s, 96% of the window: 95% through the decay, so 5% of the peak rate
     assert probe.lrs[-1] == pytest.approx(0.05 * model.hparams["lr"])
     assert probe.tta_validations == [22]
+
+
+def test_the_last_epoch_validates_with_tta_whatever_check_val_every_n_epoch_says(
+    batches_dir: Path, tmp_path: Path
+) -> None:
+    """Lightning validates only the epochs check_val_every_n_epoch divides; the run's final validation, with TTA,
+    is its result, so it runs in the last epoch of a step count and in the epoch a budget ends."""
+    probe = AdvanceClock(FakeClock(), 0.0)
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
+    quiet_trainer(tmp_path, max_epochs=5, check_val_every_n_epoch=2, callbacks=[probe]).fit(model, datamodule=dm)
+    assert probe.validated_epochs == [1, 3, 4] and probe.tta_validations == [25]
+    # a 1-minute budget at 1 s per step ends at step 55, in the 11th epoch (index 10), which 2 does not divide
+    trainer, _, budget, probe = budget_fit(tmp_path, batches_dir, 1.0, 1.0, check_val_every_n_epoch=2)
+    assert trainer.global_step == 55 and budget.final
+    assert probe.validated_epochs == [1, 3, 5, 7, 9, 10] and probe.tta_validations == [55]
+
+
+def test_the_estimate_counts_the_validations_check_val_every_n_epoch_runs() -> None:
+    def left(every: int | None, max_epochs: int, current_epoch: int = 0) -> int:
+        trainer = SimpleNamespace(check_val_every_n_epoch=every, max_epochs=max_epochs, current_epoch=current_epoch)
+        return validations_left(trainer)  # type: ignore[arg-type]
+
+    assert left(1, 7) == left(None, 7) == 7
+    assert left(2, 8) == 4  # epochs 2, 4, 6, 8
+    assert left(2, 7) == 4  # epochs 2, 4, 6, and the last
+    assert left(2, 8, current_epoch=5) == 2  # epochs 6 and 8 (indices 5 and 7)
 
 
 def test_budget_carries_its_used_time_through_a_checkpoint() -> None:
