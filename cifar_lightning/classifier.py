@@ -19,7 +19,7 @@ from cifar_lightning.export import Normalization
 from cifar_lightning.faults import DivergedError
 from cifar_lightning.metrics import TestReport, accuracy
 from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
-from cifar_lightning.timing import TimeBudget, training_progress, validate_this_epoch
+from cifar_lightning.timing import TTA_VIEWS, TimeBudget, training_progress, validate_this_epoch
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -53,7 +53,8 @@ class CIFAR10Classifier(L.LightningModule):
             divided by it, so every parameter decays by the same fraction per step.
         lookahead: every 5 steps, pull the weights toward a slow running average of themselves, with a pull that
             grows over training (airbench's schedule); the run ends on the averaged weights.
-        tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
+        tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts
+            (6 views, airbench's), 3 mirror and all eight 1-pixel shifts (18 views, equally weighted).
             During fit, only the last epoch's validation uses it (it costs up to 6 forward passes per image); the
             earlier epochs' ``val/acc`` is single-view.
         tta_threshold: only images whose single view is less confident than this (top softmax probability) get the
@@ -82,8 +83,11 @@ class CIFAR10Classifier(L.LightningModule):
         muon_momentum: float = 0.6,
     ) -> None:
         super().__init__()
-        if tta_level not in (0, 1, 2):
-            raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}.")
+        if tta_level not in TTA_VIEWS:
+            raise ValueError(
+                f"tta_level must be 0 (none), 1 (mirror), 2 (mirror and 2 shifts) or 3 (mirror and 8 shifts), got "
+                f"{tta_level!r}."
+            )
         if not 0.0 < tta_threshold <= 1.0:
             raise ValueError(f"tta_threshold is a probability above 0, at most 1 (every image); got {tta_threshold}.")
         # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.

@@ -252,6 +252,10 @@ class CIFAR10DataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # Each pass over a loader draws its workers' seed from this generator, by default the global one that
+            # training's augmentation draws from too: evaluation gets its own, so how often a run validates does
+            # not change the model it trains.
+            generator=None if train else torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

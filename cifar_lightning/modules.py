@@ -110,7 +110,7 @@ class CNNClassifier(CIFAR10Classifier):
         label_smoothing: float = 0.2,
         bias_lr_scale: float = 64.0,
         lookahead: bool = True,
-        tta_level: int = 2,
+        tta_level: int = 3,
         tta_threshold: float = 0.65,
         muon_lr: float = 0.24,
         muon_momentum: float = 0.6,

@@ -28,7 +28,7 @@ from cifar_lightning.hardware import describe, hardware_info
 # Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
 # forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
 EVAL_COST_PER_VIEW = 1 / 3
-TTA_VIEWS = {0: 1, 1: 2, 2: 6}  # forward passes per image at each tta_level (augment.tta_logits)
+TTA_VIEWS = {0: 1, 1: 2, 2: 6, 3: 18}  # forward passes per image at each tta_level (augment.tta_logits)
 
 
 @runtime_checkable

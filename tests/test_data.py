@@ -161,6 +161,22 @@ def test_validation_order_mixes_classes_for_partial_validation(folder_dir: Path)
     assert labels != sorted(labels) and len(set(labels[:10])) > len(set(sorted(labels)[:10]))
 
 
+def test_how_often_a_run_validates_does_not_change_the_model_it_trains(batches_dir: Path, tmp_path: Path) -> None:
+    """Every pass over a DataLoader draws a seed from its generator; evaluation has its own, so validations do not
+    consume the global random stream that training's crops and flips draw from."""
+    weights = []
+    for every in (1, 2):
+        torch.manual_seed(0)
+        model = MLPClassifier(hidden_sizes=(32,), whiten=False)
+        dm = CIFAR10DataModule(
+            data_dir=str(batches_dir), val_split=20, batch_size=16, crop_padding=2, alternate_flip=False
+        )
+        quiet_trainer(tmp_path / str(every), max_epochs=3, check_val_every_n_epoch=every).fit(model, datamodule=dm)
+        weights.append(model.state_dict())
+    for key, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][key], atol=0, rtol=0, msg=key)
+
+
 def test_a_last_training_batch_of_one_image_is_dropped(folder_dir: Path, tmp_path: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=19, batch_size=16)  # 81 training images
     dm.setup("fit")

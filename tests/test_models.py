@@ -261,8 +261,19 @@ def test_shift_tta_averages_six_views() -> None:
     with torch.no_grad():
         expected = sum(w * (model(v) + model(v.flip(-1))) for w, v in zip(weights, views, strict=True))
         torch.testing.assert_close(model.tta_logits(x), expected)
-    with pytest.raises(ValueError, match="tta_level must be"):
-        MODELS["cnn"](tta_level=3)
+    with pytest.raises(ValueError, match=r"tta_level must be 0 .* got 4"):
+        MODELS["cnn"](tta_level=4)
+
+
+def test_level_3_tta_weighs_the_image_and_its_eight_shifts_equally_each_with_its_mirror() -> None:
+    model = MODELS["cnn"](tta_level=3, tta_threshold=1.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [padded[..., dy : dy + 32, dx : dx + 32] for dy in range(3) for dx in range(3)]  # (1, 1) is x itself
+    with torch.no_grad():
+        expected = sum(model(v) + model(v.flip(-1)) for v in views) / 18
+        torch.testing.assert_close(model.tta_logits(x), expected)
+        torch.testing.assert_close(model.tta_logits(x), model.tta_logits(x.flip(-1)))  # mirror-invariant too
 
 
 def test_selective_tta_gives_the_extra_views_only_to_unsure_images_whatever_the_batch() -> None:
