@@ -55,7 +55,7 @@ class CIFAR10Classifier(L.LightningModule):
             grows over training (airbench's schedule); the run ends on the averaged weights.
         tta_level: test-time augmentation for test and validation: 0 none, 1 mirror, 2 mirror and 1-pixel shifts
             (6 views, airbench's), 3 mirror and all eight 1-pixel shifts (18 views, equally weighted).
-            During fit, only the last epoch's validation uses it (it costs up to 6 forward passes per image); the
+            During fit, only the last epoch's validation uses it (it costs up to 18 forward passes per image); the
             earlier epochs' ``val/acc`` is single-view.
         tta_threshold: only images whose single view is less confident than this (top softmax probability) get the
             extra views (``augment.tta_logits``); 1 gives every image all of them.
