@@ -136,10 +136,6 @@ class CIFAR10Classifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 
-    def on_train_epoch_start(self) -> None:
-        if self.trainer.max_epochs is not None and self.trainer.current_epoch == self.trainer.max_epochs - 1:
-            validate_this_epoch(self.trainer)  # the final (TTA) validation, whatever check_val_every_n_epoch says
-
     def on_train_epoch_end(self) -> None:
         # Training metrics are logged here, not per step: each self.log call costs Lightning bookkeeping that is
         # measurable against a small model's step (benchmarks/overhead.py). compute() syncs the ranks once.
@@ -217,8 +213,11 @@ class CIFAR10Classifier(L.LightningModule):
         return 1.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        progress, final = training_progress(self.trainer)
         if self.hparams["lookahead"]:
-            self.lookahead.step(self.net, self.trainer.global_step, *training_progress(self.trainer))
+            self.lookahead.step(self.net, self.trainer.global_step, progress, final)
+        if final:  # the step count's or the budget's last step: its TTA validation, whatever check_val_every_n_epoch
+            validate_this_epoch(self.trainer)
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_metrics["acc"].compute())

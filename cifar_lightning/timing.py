@@ -159,7 +159,6 @@ class TimeBudget(L.Callback):
         self._steps += 1
         if self.final:
             trainer.should_stop = True
-            validate_this_epoch(trainer)
             if self._steps == 1:
                 rank_zero_warn(
                     f"time_budget {self.seconds / 60:g} was used up before training started: {elapsed:.0f} s had "
