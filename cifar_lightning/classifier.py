@@ -99,9 +99,14 @@ class CIFAR10Classifier(L.LightningModule):
         self.test_confusion: Tensor | None = None  # (true, predicted) counts of the last test, for the figures
         self.val_acc_best = MaxMetric()
         self.train_loss = MeanMetric()
+        # Of the images a single-view validation saw, the share below tta_threshold: the ones the final TTA will give
+        # the extra views. The cost estimate reads it (an upper bound: the model only grows more confident).
+        self.val_unsure = MeanMetric()
+        self.tta_share = 1.0
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
         self.lookahead = Lookahead()
         self.input_normalization: Normalization = (MEAN, STD)  # the DataModule's, set when fit starts
+        self._check_val_every_n_epoch: int | None = None  # the Trainer's, while the last epoch overrides it
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -123,7 +128,10 @@ class CIFAR10Classifier(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
         x, y = batch
-        logits = self.tta_logits(x) if self._use_tta(stage) else self(x)
+        tta = self._use_tta(stage)
+        logits = self.tta_logits(x) if tta else self(x)
+        if stage == "val" and not tta and self.hparams["tta_level"]:
+            self.val_unsure.update((logits.softmax(-1).amax(-1) < self.hparams["tta_threshold"]).float())
         smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
@@ -216,10 +224,17 @@ class CIFAR10Classifier(L.LightningModule):
         progress, final = training_progress(self.trainer)
         if self.hparams["lookahead"]:
             self.lookahead.step(self.net, self.trainer.global_step, progress, final)
-        if final:  # the step count's or the budget's last step: its TTA validation, whatever check_val_every_n_epoch
-            validate_this_epoch(self.trainer)
+        if final and self._check_val_every_n_epoch is None:  # its TTA validation, whatever check_val_every_n_epoch
+            self._check_val_every_n_epoch = validate_this_epoch(self.trainer)
+
+    def on_train_end(self) -> None:
+        if self._check_val_every_n_epoch is not None:  # a second fit on this Trainer validates as the user set it
+            self.trainer.check_val_every_n_epoch, self._check_val_every_n_epoch = self._check_val_every_n_epoch, None
 
     def on_validation_epoch_end(self) -> None:
+        if self.val_unsure.update_count:
+            self.tta_share = float(self.val_unsure.compute())  # synced over ranks
+            self.val_unsure.reset()
         self.val_acc_best.update(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 

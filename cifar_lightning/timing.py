@@ -66,7 +66,7 @@ class Workload:
     train_images: int  # training images still to see
     val_images_per_check: int  # images in one validation
     val_checks: int  # single-view validations still to run (the last one uses TTA)
-    tta_views: int  # forward passes per image in the final validation and the test
+    tta_views: float  # forward passes per image in the final validation and the test, on average
     test_images: int  # 0 where there is no test split
     seconds_per_train_image: float
 
@@ -187,10 +187,13 @@ def _same_on_every_rank(trainer: L.Trainer, decision: tuple[float, bool]) -> tup
     return trainer.strategy.broadcast(decision, src=0)
 
 
-def validate_this_epoch(trainer: L.Trainer) -> None:
-    """Makes the current epoch end with a validation. Lightning validates only the epochs ``check_val_every_n_epoch``
-    divides, but a run's last validation (with TTA) is its result, whichever epoch a step count or a budget ends."""
+def validate_this_epoch(trainer: L.Trainer) -> int | None:
+    """Makes the current epoch end with a validation, and returns the ``check_val_every_n_epoch`` it replaced (to
+    restore when fit ends). Lightning validates only the epochs that setting divides, but a run's last validation
+    (with TTA) is its result, whichever epoch a step count or a budget ends."""
+    replaced = trainer.check_val_every_n_epoch
     trainer.check_val_every_n_epoch = 1  # as Lightning's own fast_dev_run sets it
+    return replaced
 
 
 def validations_left(trainer: L.Trainer) -> int:
@@ -297,8 +300,11 @@ class CostReport(L.Callback):
     def _val_images(self, trainer: L.Trainer) -> int:
         return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
 
-    def _views(self, pl_module: L.LightningModule) -> int:
-        return TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1)
+    def _views(self, pl_module: L.LightningModule) -> float:
+        """Forward passes per image of a TTA evaluation: all of ``tta_level``'s views for the share of images below
+        ``tta_threshold`` at the last single-view validation (all images before the first), one for the rest."""
+        views = TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1)
+        return 1 + (views - 1) * float(getattr(pl_module, "tta_share", 1.0))
 
     def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         """The final TTA validation and the test, from the measured evaluation (or training) speed."""

@@ -192,11 +192,13 @@ def test_the_last_epoch_validates_with_tta_whatever_check_val_every_n_epoch_says
     probe = AdvanceClock(FakeClock(), 0.0)
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
-    quiet_trainer(tmp_path, max_epochs=5, check_val_every_n_epoch=2, callbacks=[probe]).fit(model, datamodule=dm)
+    trainer = quiet_trainer(tmp_path, max_epochs=5, check_val_every_n_epoch=2, callbacks=[probe])
+    trainer.fit(model, datamodule=dm)
     assert probe.validated_epochs == [1, 3, 4] and probe.tta_validations == [25]
+    assert trainer.check_val_every_n_epoch == 2  # the user's setting is back for another fit on this Trainer
     # a 1-minute budget at 1 s per step ends at step 55, in the 11th epoch (index 10), which 2 does not divide
     trainer, _, budget, probe = budget_fit(tmp_path, batches_dir, 1.0, 1.0, check_val_every_n_epoch=2)
-    assert trainer.global_step == 55 and budget.final
+    assert trainer.global_step == 55 and budget.final and trainer.check_val_every_n_epoch == 2
     assert probe.validated_epochs == [1, 3, 5, 7, 9, 10] and probe.tta_validations == [55]
 
 
@@ -209,6 +211,38 @@ def test_the_estimate_counts_the_validations_check_val_every_n_epoch_runs() -> N
     assert left(2, 8) == 4  # epochs 2, 4, 6, 8
     assert left(2, 7) == 4  # epochs 2, 4, 6, and the last
     assert left(2, 8, current_epoch=5) == 2  # epochs 6 and 8 (indices 5 and 7)
+
+
+class UnsureShare(L.Callback):
+    """After the first single-view validation: the share of validation images below the threshold, counted here."""
+
+    def __init__(self, dm: CIFAR10DataModule, threshold: float) -> None:
+        self.dm, self.threshold = dm, threshold
+        self.counted: float | None = None
+
+    @torch.no_grad()
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.counted is not None:
+            return
+        images = [self.dm.transform(x, train=False) for x, _ in self.dm.val_dataloader()]
+        confidence = torch.cat([pl_module(x).softmax(-1).amax(-1) for x in images])
+        self.counted = (confidence < self.threshold).float().mean().item()
+
+
+def test_the_estimate_counts_the_extra_tta_views_only_for_the_images_below_the_threshold(
+    batches_dir: Path, tmp_path: Path
+) -> None:
+    """With tta_threshold below 1 the final TTA gives its extra views only to the unsure images: the estimate (and a
+    budget's reserve) counts the share the last single-view validation found, not all of them (11-17% long)."""
+    threshold = 0.5  # after one step the tiny MLP's top probabilities spread from about 0.4 to 0.7
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=3, tta_threshold=threshold)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
+    probe = UnsureShare(dm, threshold)
+    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[probe]).fit(model, datamodule=dm)
+    assert probe.counted is not None and 0 < probe.counted < 1
+    assert model.tta_share == pytest.approx(probe.counted)  # the final TTA validation does not overwrite it
+    assert CostReport()._views(model) == pytest.approx(1 + 17 * probe.counted)
+    assert CostReport()._views(MLPClassifier(hidden_sizes=(32,), tta_level=3)) == 18  # before any validation: all
 
 
 def test_budget_carries_its_used_time_through_a_checkpoint() -> None:
