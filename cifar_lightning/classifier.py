@@ -38,6 +38,8 @@ class CIFAR10Classifier(L.LightningModule):
     Logs ``{train,val,test}/loss`` and ``/acc``, ``val/acc_best`` and, after testing, ``test/acc_top5`` and
     ``test/{acc,precision,f1}_<class>`` per class (per-class accuracy is the class's recall).
     Validation and test loss are plain cross-entropy (an honest NLL) even when training uses label smoothing.
+    ``tta_share`` holds the share of images below ``tta_threshold`` at the last single-view validation (1 before
+    one): the ones a TTA evaluation gives its extra views, which the cost estimate counts.
 
     Args:
         num_classes: number of output classes.

@@ -271,7 +271,7 @@ def test_run_prints_hardware_and_estimate_and_records_them(
     results = json.loads((run / "results.json").read_text())
     assert results["hardware"]["precision"] == "32-true" and results["hardware"]["threads"] >= 1
     estimate = results["estimate"]
-    assert estimate["at_step"] == 4 and estimate["fit_seconds"] > 0 and estimate["test_seconds"] > 0
+    assert estimate["at_step"] == 6 and estimate["fit_seconds"] > 0 and estimate["test_seconds"] > 0
     assert results["test_seconds"] > 0 and results["wall_seconds"] > 0 and results["time_budget_minutes"] is None
     assert results["estimate_revised"] is None and "Re-estimated" not in text  # every step cost the same
 
@@ -282,14 +282,14 @@ def test_estimate_is_revised_once_progressive_resizing_switches_to_full_size(
     """The first projection times small steps and scales them by their pixels; the cost ratio a machine really has
     differs, so the first full-size steps are timed too and the projection is printed and recorded again."""
     out = tmp_path / "runs"
-    resizing = ["--model.low_res", "16", "--model.low_res_fraction", "0.5"]  # 10 steps: 5 at 16 px, then 5 at 32
+    resizing = ["--model.low_res", "16", "--model.low_res_fraction", "0.5"]  # 15 steps: 8 at 16 px, then 7 at 32
     with caplog.at_level("INFO"):
-        assert main([*tiny_args(batches_dir, out, model="cnn", epochs=2), *resizing]) == 0
-    assert caplog.text.count("Estimated: ") == 1 and caplog.text.count("Re-estimated at step 9: ") == 1
+        assert main([*tiny_args(batches_dir, out, model="cnn", epochs=3), *resizing]) == 0
+    assert caplog.text.count("Estimated: ") == 1 and caplog.text.count("Re-estimated at step 14: ") == 1
     [run] = run_dirs(out)
     results = json.loads((run / "results.json").read_text())
-    # timed: steps 2 to 4 (step 1 warms up), then 7 to 9 (step 6, the first full-size one, warms up)
-    assert results["estimate"]["at_step"] == 4 and results["estimate_revised"]["at_step"] == 9
+    # timed: steps 4 to 6 (steps 1 to 3 warm up), then 12 to 14 (9 to 11, the first full-size ones, warm up)
+    assert results["estimate"]["at_step"] == 6 and results["estimate_revised"]["at_step"] == 14
     assert results["estimate_revised"]["wall_seconds"] > 0
 
 
@@ -313,16 +313,16 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
     trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks)
     with caplog.at_level("INFO"):
         trainer.fit(model, datamodule=dm)
-    assert caplog.text.count("Time budget 1:00: at ") == 1 and report.record["estimate"]["at_step"] == 4
+    assert caplog.text.count("Time budget 1:00: at ") == 1 and report.record["estimate"]["at_step"] == 6
     if evaluation_seconds is None:
         assert not [w for w in recwarn if "too short" in str(w.message)]
         assert report.record["estimate"]["epochs"] > 1.0
     else:
         [warning] = [str(w.message) for w in recwarn if "too short" in str(w.message)]
-        assert warning.startswith("--time_budget 1 is too short for this run") and "at step 4" in warning
-        assert "the schedule fits about 0.8 epochs" in caplog.text
-        assert report.record["estimate"]["epochs"] == 0.8  # the 4 steps done of 5 per epoch: never negative
-        assert trainer.global_step == 5  # the step after the projection was the last
+        assert warning.startswith("--time_budget 1 is too short for this run") and "at step 6" in warning
+        assert "the schedule fits about 1.2 epochs" in caplog.text
+        assert report.record["estimate"]["epochs"] == 1.2  # the 6 steps done, 5 per epoch: never fewer
+        assert trainer.global_step == 7  # the step after the projection was the last
 
 
 def test_a_budget_used_up_before_training_says_so(
