@@ -17,6 +17,7 @@ from torch import Tensor
 
 PaddingMode = Literal["constant", "reflect"]
 PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
+TTA_VIEWS = {0: 1, 1: 2, 2: 6, 3: 18}  # forward passes per image at each tta_level (tta_logits)
 
 
 def random_crop_flip(
@@ -140,11 +141,18 @@ def tta_logits(model: Callable[[Tensor], Tensor], x: Tensor, level: int, thresho
         return logits
     if threshold >= 1:
         return _more_views(model, x, logits, level)
-    unsure = logits.softmax(-1).amax(-1) < threshold
+    mask = unsure(logits, threshold)
     out = logits.clone()
-    if unsure.any():  # a batch of confident images skips the extra passes altogether
-        out[unsure] = _more_views(model, x[unsure], logits[unsure], level).to(out.dtype)
+    if mask.any():  # a batch of confident images skips the extra passes altogether
+        out[mask] = _more_views(model, x[mask], logits[mask], level).to(out.dtype)
     return out
+
+
+def unsure(logits: Tensor, threshold: float) -> Tensor:
+    """The images ``tta_logits`` gives its extra views: top softmax probability below ``threshold`` (all at 1)."""
+    if threshold >= 1:  # every image, even one whose probability rounds to exactly 1 in bf16
+        return torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+    return logits.softmax(-1).amax(-1) < threshold
 
 
 def _more_views(model: Callable[[Tensor], Tensor], x: Tensor, logits: Tensor, level: int) -> Tensor:

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 
-from cifar_lightning.augment import tta_logits
+from cifar_lightning.augment import TTA_VIEWS, tta_logits, unsure
 from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
 from cifar_lightning.export import Normalization
 from cifar_lightning.faults import DivergedError
 from cifar_lightning.metrics import TestReport, accuracy
 from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
-from cifar_lightning.timing import TTA_VIEWS, TimeBudget, training_progress, validate_this_epoch
+from cifar_lightning.timing import TimeBudget, training_progress, validate_this_epoch
 
 Stage = Literal["train", "val", "test"]
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
@@ -118,7 +118,7 @@ class CIFAR10Classifier(L.LightningModule):
         return tta_logits(self, x, self.hparams["tta_level"], self.hparams["tta_threshold"])
 
     def _use_tta(self, stage: Stage) -> bool:
-        """TTA multiplies evaluation cost by up to 6: during fit only the last epoch's validation pays for it."""
+        """TTA multiplies evaluation cost by up to 18: during fit only the last epoch's validation pays for it."""
         if stage == "train":
             return False
         trainer = self.trainer
@@ -133,7 +133,7 @@ class CIFAR10Classifier(L.LightningModule):
         tta = self._use_tta(stage)
         logits = self.tta_logits(x) if tta else self(x)
         if stage == "val" and not tta and self.hparams["tta_level"]:
-            self.val_unsure.update((logits.softmax(-1).amax(-1) < self.hparams["tta_threshold"]).float())
+            self.val_unsure.update(unsure(logits, self.hparams["tta_threshold"]).float())
         smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")

@@ -22,13 +22,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from cifar_lightning.augment import TTA_VIEWS
 from cifar_lightning.constants import TEST_SIZE
 from cifar_lightning.hardware import describe, hardware_info
 
 # Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
 # forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
 EVAL_COST_PER_VIEW = 1 / 3
-TTA_VIEWS = {0: 1, 1: 2, 2: 6, 3: 18}  # forward passes per image at each tta_level (augment.tta_logits)
 
 
 @runtime_checkable
