@@ -39,7 +39,7 @@ class CIFAR10Classifier(L.LightningModule):
     ``test/{acc,precision,f1}_<class>`` per class (per-class accuracy is the class's recall).
     Validation and test loss are plain cross-entropy (an honest NLL) even when training uses label smoothing.
     ``tta_share`` holds the share of images below ``tta_threshold`` at the last single-view validation (1 before
-    one): the ones a TTA evaluation gives its extra views, which the cost estimate counts.
+    one, kept in checkpoints): the ones a TTA evaluation gives its extra views, which the cost estimate counts.
 
     Args:
         num_classes: number of output classes.
@@ -183,10 +183,12 @@ class CIFAR10Classifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lookahead"] = self.lookahead.state_dict()  # else a resumed run would restart the average
         checkpoint["input_normalization"] = self.input_normalization
+        checkpoint["tta_share"] = self.tta_share  # else a resumed run's estimate would count every image's TTA
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
         self.input_normalization = checkpoint.get("input_normalization", (MEAN, STD))  # older ones: CIFAR's
+        self.tta_share = checkpoint.get("tta_share", 1.0)
 
     def on_fit_start(self) -> None:
         # The inputs' scaling has one owner, the DataModule; the network learns on it, so its record travels here.

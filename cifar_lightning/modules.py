@@ -99,7 +99,7 @@ class CNNClassifier(CIFAR10Classifier):
         channels_last: bool = True,
         compile: bool = False,
         low_res: int | None = 20,
-        low_res_fraction: float = 0.5,
+        low_res_fraction: float = 0.5625,
         num_classes: int = NUM_CLASSES,
         lr: float = 1.0,
         weight_decay: float = 1.3e-3,

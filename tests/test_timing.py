@@ -238,9 +238,12 @@ def test_the_estimate_counts_the_extra_tta_views_only_for_the_images_below_the_t
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=3, tta_threshold=threshold)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
     probe = UnsureShare(dm, threshold)
-    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[probe]).fit(model, datamodule=dm)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, callbacks=[probe])
+    trainer.fit(model, datamodule=dm)
     assert probe.counted is not None and 0 < probe.counted < 1
     assert model.tta_share == pytest.approx(probe.counted)  # the final TTA validation does not overwrite it
+    trainer.save_checkpoint(tmp_path / "resume.ckpt")  # a resumed run keeps counting the share, not every image
+    assert MLPClassifier.load_from_checkpoint(tmp_path / "resume.ckpt").tta_share == model.tta_share
     assert CostReport()._views(model) == pytest.approx(1 + 17 * probe.counted)
     assert CostReport()._views(MLPClassifier(hidden_sizes=(32,), tta_level=3)) == 18  # before any validation: all
 
