@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,16 @@ def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) ->
 
 def run_dirs(out: Path) -> list[Path]:
     return sorted(p.parent for p in out.glob("*/*/config.yaml"))
+
+
+def read_wandb_records_until(path: Path, done: Callable[[list], bool], timeout: float = 30.0) -> list:
+    """``read_wandb_records`` once ``done(records)`` holds, or after ``timeout`` seconds: wandb's service process
+    writes the offline file, and can still be appending a finished run's last records (its exit record, artifacts)
+    after ``run.finish`` has returned (a CI run of 2026-11-28 read the file before its exit record)."""
+    deadline = time.monotonic() + timeout
+    while not done(records := read_wandb_records(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return records
 
 
 def read_wandb_records(path: Path) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, run_dirs, tiny_args, write_folder
+from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, read_wandb_records_until, run_dirs, tiny_args, write_folder
 
 from cifar_lightning.classifier import CIFAR10Classifier
 from cifar_lightning.cli import main
@@ -62,7 +62,8 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
     last = torch.load(results["interrupted"]["checkpoint"], map_location="cpu", weights_only=True)
     assert last["global_step"] == 7
     [wandb_file] = run.glob("wandb/offline-run-*/*.wandb")
-    exits = [r.exit.exit_code for r in read_wandb_records(wandb_file) if r.HasField("exit")]
+    records = read_wandb_records_until(wandb_file, lambda rs: any(r.HasField("exit") for r in rs))
+    exits = [r.exit.exit_code for r in records if r.HasField("exit")]
     assert exits == [code]  # the W&B run was finished, and marked failed
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored to what it was
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import read_wandb_records, run_dirs, tiny_args
+from conftest import read_wandb_records_until, run_dirs, tiny_args
 from matplotlib.figure import Figure
 
 from cifar_lightning import compare, plots
@@ -68,6 +69,15 @@ def test_run_folder_gets_figures_and_a_full_test_report(
     ]
 
 
+def best_model(record: Any) -> bool:
+    """A W&B record of the best checkpoint, logged as a model artifact."""
+    return (
+        record.WhichOneof("record_type") == "artifact"
+        and record.artifact.type == "model"
+        and ("best" in record.artifact.aliases)
+    )
+
+
 def test_wandb_offline_gets_config_tags_figures_and_a_printable_summary(folder_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     args = tiny_args(folder_dir, out, "mlp", epochs=2)
@@ -77,15 +87,12 @@ def test_wandb_offline_gets_config_tags_figures_and_a_printable_summary(folder_d
     [offline] = (run / "wandb").glob("offline-run-*")
     media = {p.name.split("_")[0] for p in (offline / "files" / "media" / "images" / "figures").glob("*.png")}
     assert media == {name.removesuffix(".png").split("_")[0] for name in FIGURES}
-    records = read_wandb_records(next(offline.glob("*.wandb")))
+    records = read_wandb_records_until(next(offline.glob("*.wandb")), lambda rs: any(best_model(r) for r in rs))
     [table_file] = offline.glob("files/media/table/test/predictions_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["image", "truth", "prediction", "confidence", "mistake"]
     assert 0 < len(table["data"]) <= 64 and {row[1] for row in table["data"]} <= set(CLASSES)
-    artifacts = [
-        r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"
-    ]
-    assert any("best" in a.aliases for a in artifacts)  # the best checkpoint, logged offline for `wandb sync`
+    assert any(best_model(r) for r in records)  # the best checkpoint, logged offline for `wandb sync`
     [run_record] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run_record.run_group == "mlp"
     assert {"precision:32-true", "data:folder"} <= set(run_record.tags)
