@@ -206,8 +206,9 @@ class CIFARCLI(LightningCLI):
             if self.new_run_folder is not None:
                 shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
             raise
-        if str(trainer.precision).startswith("32") and isinstance(trainer.accelerator, CPUAccelerator):
-            return_freed_memory()  # fp32 activations would fragment glibc's heap past 3 GB (hardware.py)
+        resizes = self.model.hparams.get("low_res") is not None  # activations of two sizes (progressive resizing)
+        if str(trainer.precision).startswith("32") and isinstance(trainer.accelerator, CPUAccelerator) and resizes:
+            return_freed_memory()  # they would fragment glibc's heap past 3 GB in fp32 (hardware.py)
         return trainer
 
     def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:

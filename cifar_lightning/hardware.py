@@ -95,10 +95,11 @@ def return_freed_memory() -> bool:
     """Fixes glibc's mmap threshold at its initial 128 KB, so every large block freed goes back to the system.
 
     By default glibc raises the threshold (up to 32 MB) each time it frees a mapped block, after which blocks below
-    it come from the heap and stay resident when freed; training alternates activations of many sizes (progressive
-    resizing adds more), and the heap fragments past the 3 GB target in fp32 at no speed gain there; in bf16 the reuse
-    of heap blocks is worth its memory, so the CLI fixes the threshold for fp32 CPU runs only (figures in
-    benchmarks/RESULTS.md). Returns whether it applied (glibc only: Linux).
+    it come from the heap and stay resident when freed; progressive resizing alternates activations of two sizes,
+    and the heap fragments past the 3 GB target in fp32 at no speed gain there. Elsewhere the reuse of heap blocks is
+    worth its memory (in bf16; and the fp32 MLP, whose steps are short, ran 1.30x slower with the threshold fixed),
+    so the CLI fixes it for fp32 CPU runs with progressive resizing only (figures in benchmarks/RESULTS.md). Returns
+    whether it applied (glibc only: Linux).
     """
     return platform.libc_ver()[0] == "glibc" and bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 

@@ -63,7 +63,8 @@ def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, r
     assert (run / "checkpoints" / "last.ckpt").is_file()
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     assert results["hardware"]["huge_page_tensors"] == (thp.exists() and "[never]" not in thp.read_text())
-    assert results["hardware"]["malloc_returns_freed"] == (platform.libc_ver()[0] == "glibc")  # an fp32 CPU run
+    # an fp32 CPU run returns freed memory if it resizes its images (the CNN's config does), else it costs time
+    assert results["hardware"]["malloc_returns_freed"] == (platform.libc_ver()[0] == "glibc" and model == "cnn")
 
 
 def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path, tmp_path: Path) -> None:
