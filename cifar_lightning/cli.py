@@ -46,7 +46,7 @@ from cifar_lightning.predict import PredictionWriter
 from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
 from cifar_lightning.runs import RUN_ID_ENV, new_run_id
 from cifar_lightning.sources import DataError
-from cifar_lightning.timing import CostReport, TimeBudget
+from cifar_lightning.timing import CostReport, TimeBudget, step_cost
 from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error, quiet_console
 
 
@@ -206,7 +206,7 @@ class CIFARCLI(LightningCLI):
             if self.new_run_folder is not None:
                 shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
             raise
-        resizes = self.model.hparams.get("low_res") is not None  # activations of two sizes (progressive resizing)
+        resizes = step_cost(self.model, 0.0) != step_cost(self.model, 1.0)  # progressive resizing: two image sizes
         if str(trainer.precision).startswith("32") and isinstance(trainer.accelerator, CPUAccelerator) and resizes:
             return_freed_memory()  # they would fragment glibc's heap past 3 GB in fp32 (hardware.py)
         return trainer

@@ -97,9 +97,9 @@ def return_freed_memory() -> bool:
     By default glibc raises the threshold (up to 32 MB) each time it frees a mapped block, after which blocks below
     it come from the heap and stay resident when freed; progressive resizing alternates activations of two sizes,
     and the heap fragments past the 3 GB target in fp32 at no speed gain there. Elsewhere the reuse of heap blocks is
-    worth its memory (in bf16; and the fp32 MLP, whose steps are short, ran 1.30x slower with the threshold fixed),
-    so the CLI fixes it for fp32 CPU runs with progressive resizing only (figures in benchmarks/RESULTS.md). Returns
-    whether it applied (glibc only: Linux).
+    worth its memory (in bf16, and in fp32 runs of short steps such as the MLP's, which faulting the returned blocks
+    in again slows), so the CLI fixes it for fp32 CPU runs with progressive resizing only (figures in
+    benchmarks/RESULTS.md). Returns whether it applied (glibc only: Linux).
     """
     return platform.libc_ver()[0] == "glibc" and bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 

@@ -227,8 +227,8 @@ class CostReport(L.Callback):
         long_run_minutes: on a CPU, a projected run longer than this prints the faster options.
     """
 
-    # The first steps at a new image size pay for whitening, memory growth and kernel selection: with native bf16
-    # the first three full-size steps after progressive resizing's switch took about 3 s, the rest 2.1 to 2.2 s.
+    # The first steps at a new image size pay for whitening, memory growth and kernel selection: after progressive
+    # resizing's switch, three of them ran slower than the rest (benchmarks/RESULTS.md, "a fourth round").
     warmup_steps, measured_steps = 3, 3
 
     def __init__(self, test_follows: bool = False, long_run_minutes: float = 15.0) -> None:
