@@ -11,7 +11,7 @@ THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 if THP_SETTING.exists() and "[never]" not in THP_SETTING.read_text():
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from cifar_lightning.cli import main  # noqa: E402
+from cifar_lightning.run.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ import yaml
 from overhead import MODEL_CLASSES, REPO, load_config
 from torch.utils.flop_counter import FlopCounterMode
 
-from cifar_lightning.hardware import default_precision, describe
+from cifar_lightning.run.hardware import default_precision, describe
 
 
 def autocast(device: str, precision: str) -> AbstractContextManager[object]:

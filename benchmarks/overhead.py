@@ -27,9 +27,9 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
-from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.hardware import DefaultPrecision, default_precision
-from cifar_lightning.optim import schedule_factor
+from cifar_lightning.models.classifier import CIFAR10Classifier
+from cifar_lightning.models.optim import schedule_factor
+from cifar_lightning.run.hardware import DefaultPrecision, default_precision
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}

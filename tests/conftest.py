@@ -1,90 +1,11 @@
-"""Synthetic CIFAR-10 written in the real on-disk formats, tiny-run settings, and W&B kept in a temporary folder."""
+"""Fixtures: synthetic data folders, and W&B kept offline in a temporary folder (the builders are in helpers.py)."""
 
 from __future__ import annotations
 
-import pickle
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import lightning as L
-import numpy as np
 import pytest
-from PIL import Image
-
-from cifar_lightning.constants import BATCHES_DIR, CLASSES, TEST_BATCH, TRAIN_BATCHES
-
-# Tests that start train.py in a subprocess: a tiny run takes 5 to 15 s on either CPU class, but a 300 s limit once
-# failed on an AVX2-only CPU shared with other work (issue 13). The limit is there to turn a hang into a failure.
-SUBPROCESS_TIMEOUT = 900
-
-
-def make_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Easy but not trivial images: each class has its own colour and stripe direction, plus noise.
-
-    Returns images ``(N, 32, 32, 3)`` uint8 and labels ``(N,)``, classes interleaved.
-    """
-    rng = np.random.default_rng(seed)
-    palette = np.random.default_rng(0).integers(40, 216, size=(len(CLASSES), 3))
-    labels = np.tile(np.arange(len(CLASSES)), per_class)
-    yy, xx = np.mgrid[0:32, 0:32]
-    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        stripes = np.sin((xx * np.cos(label) + yy * np.sin(label)) * 0.8)[..., None] * 30
-        noise = rng.normal(0, 12, size=(32, 32, 3))
-        images[i] = np.clip(palette[label] + stripes + noise, 0, 255).astype(np.uint8)
-    return images, labels
-
-
-def write_batches(root: Path, train_per_class: int = 10, test_per_class: int = 4) -> Path:
-    """The official python layout: five training batches and a test batch, dicts of (N, 3072) uint8 rows."""
-    folder = root / BATCHES_DIR
-    folder.mkdir(parents=True)
-    images, labels = make_images(train_per_class, seed=1)
-    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CHW order, like the real files
-    for name, part in zip(TRAIN_BATCHES, np.array_split(np.arange(len(labels)), len(TRAIN_BATCHES)), strict=True):
-        entry = {
-            "batch_label": name,
-            "labels": labels[part].tolist(),
-            "data": rows[part],
-            "filenames": [f"img_{i}.png" for i in part],
-        }
-        (folder / name).write_bytes(pickle.dumps(entry))
-    test_images, test_labels = make_images(test_per_class, seed=2)
-    test_rows = test_images.transpose(0, 3, 1, 2).reshape(len(test_images), -1)
-    (folder / TEST_BATCH).write_bytes(pickle.dumps({"labels": test_labels.tolist(), "data": test_rows}))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CLASSES)}))
-    return root
-
-
-def write_folder(root: Path, train_per_class: int = 10, test_per_class: int | None = 4, suffix: str = ".png") -> Path:
-    """The image-folder layout: train/<class>/NNNN.png (and test/ unless test_per_class is None)."""
-    splits = {"train": (train_per_class, 1), "test": (test_per_class, 2)}
-    for split, (per_class, seed) in splits.items():
-        if per_class is None:
-            continue
-        images, labels = make_images(per_class, seed)
-        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-            path = root / split / CLASSES[label] / f"{i:04d}{suffix}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path)
-    return root
-
-
-def quiet_trainer(tmp_path: Path, **overrides: Any) -> L.Trainer:
-    """A one-epoch CPU Trainer for a test's tiny fit: no progress bar, summary, logger or checkpoints unless the
-    test asks (``overrides``)."""
-    settings: dict[str, Any] = {
-        "max_epochs": 1,
-        "accelerator": "cpu",
-        "default_root_dir": tmp_path,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-    }
-    return L.Trainer(**(settings | overrides))
+from helpers import write_batches, write_folder
 
 
 @pytest.fixture
@@ -108,61 +29,3 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("CIFAR_LIGHTNING_RUN_ID", raising=False)
     return wandb_root
-
-
-def tiny_args(data_dir: Path, out: Path, model: str = "mlp", epochs: int = 1) -> list[str]:
-    """train.py flags for a run of a few seconds on the synthetic data."""
-    # MLP whitening off: its 3,072-pixel eigendecomposition would dominate a tiny run (test_models covers it)
-    size = (
-        ["--model.hidden_sizes", "[64]", "--model.whiten", "false"] if model == "mlp" else ["--model.widths", "[8,16]"]
-    )
-    return [
-        "--model", model, *size, "--data.data_dir", str(data_dir), "--data.batch_size", "16",
-        "--data.val_split", "20", "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.log_every_n_steps", "1",
-        "--seed_everything", "1", "--wandb", "false",
-        "--export", "pt2",  # the ONNX export (a second a run) is tested where it is the subject: test_export.py
-    ]  # fmt: skip
-
-
-def run_dirs(out: Path) -> list[Path]:
-    return sorted(p.parent for p in out.glob("*/*/config.yaml"))
-
-
-def read_wandb_records_until(path: Path, done: Callable[[list], bool], timeout: float = 30.0) -> list:
-    """``read_wandb_records`` once ``done(records)`` holds, or after ``timeout`` seconds: wandb's service process
-    writes the offline file, and can still be appending a finished run's last records (its exit record, artifacts)
-    after ``run.finish`` has returned (a CI run of 2026-11-28 read the file before its exit record)."""
-    deadline = time.monotonic() + timeout
-    while not done(records := read_wandb_records(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return records
-
-
-def read_wandb_records(path: Path) -> list:
-    """The records of an offline ``.wandb`` file (a LevelDB-style log of protobuf records: 7-byte file header, 32 KiB
-    blocks, each chunk with a 7-byte header of crc, little-endian length and type: 1 full, 2 first, 3 middle,
-    4 last). wandb 0.31 ships no Python reader, so tests read the file themselves to check what reaches W&B."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos = path.read_bytes(), 32 * 1024, 7
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    records, pending = [], b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        if pos + 7 + length > len(data):  # a chunk wandb's service is still appending: not a record yet
-            break
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        pending += chunk
-        if kind in (1, 4):  # a full record, or the last chunk of one
-            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf class
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-        elif kind == 0:
-            break
-    return records

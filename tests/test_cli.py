@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SUBPROCESS_TIMEOUT, run_dirs, tiny_args, write_folder
+from helpers import SUBPROCESS_TIMEOUT, flags, run_dirs, tiny_args, write_folder
 
-from cifar_lightning import CIFAR10DataModule, hardware
-from cifar_lightning.callbacks import RESULTS_FILE
-from cifar_lightning.cli import expand_model_flag, main
+from cifar_lightning import CIFAR10DataModule
 from cifar_lightning.constants import CLASSES
-from cifar_lightning.hardware import default_precision
+from cifar_lightning.run import hardware
+from cifar_lightning.run.cli import main
+from cifar_lightning.run.hardware import default_precision
+from cifar_lightning.run.recipes import expand_model_flag
+from cifar_lightning.run.runs import RESULTS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_KEYS = {
@@ -74,9 +76,18 @@ def test_test_subcommand_reproduces_the_fit_runs_test_accuracy(folder_dir: Path,
     fitted = read_results(fit_run)
     # The checkpoint's own hyperparameters (widths [8, 16]) win over configs/cnn.yaml's defaults.
     args = [
-        "test", "--model", "cnn", "--ckpt_path", fitted["best_checkpoint"], "--data.data_dir", str(folder_dir),
-        "--trainer.default_root_dir", str(out), "--wandb", "false", "--trainer.precision", "32-true",
-    ]  # fmt: skip
+        "test",
+        *flags(
+            {
+                "--model": "cnn",
+                "--ckpt_path": fitted["best_checkpoint"],
+                "--data.data_dir": folder_dir,
+                "--trainer.default_root_dir": out,
+                "--wandb": "false",
+                "--trainer.precision": "32-true",
+            }
+        ),
+    ]
     assert main(args) == 0
     [test_run] = [r for r in run_dirs(out) if r != fit_run]
     tested = read_results(test_run)
@@ -140,7 +151,9 @@ def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed["model"]["class_path"] == "cifar_lightning.CNNClassifier"
     config = yaml.safe_load((REPO / "configs" / "cnn.yaml").read_text())
     assert printed["trainer"]["max_epochs"] == config["trainer"]["max_epochs"]  # the config's, not Lightning's 1000
-    assert printed["model"]["init_args"]["low_res"] == config["model"]["init_args"]["low_res"]
+    assert printed["model"]["init_args"]["low_res"] == 20  # CNNClassifier's default, which the config keeps
+    assert printed["model"]["init_args"]["momentum"] == 0.85  # the CNN's own value, not the base class's 0.9
+    assert printed["model"]["init_args"]["schedule"] == "linear"  # a base argument the CNN passes on by keyword
 
 
 def test_no_test_split_reports_validation_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -165,9 +178,9 @@ def test_a_normal_run_prints_no_warning_a_user_cannot_act_on(
     folder_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     args = [
-        *tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.enable_model_summary", "true",
-        "--trainer.precision", "bf16-mixed", "--export", "all",
-    ]  # fmt: skip
+        *tiny_args(folder_dir, tmp_path, "mlp"),
+        *flags({"--trainer.enable_model_summary": "true", "--trainer.precision": "bf16-mixed", "--export": "all"}),
+    ]
     assert main(args) == 0
     messages = [str(w.message) for w in recwarn]
     for quiet in ("LeafSpec", "not supported by the model summary", "args parameter", "No complete tensor found"):

@@ -1,5 +1,5 @@
-"""One source of truth per recipe: the default configs equal the classes' defaults, and every other config's header
-says exactly how it differs from cnn.yaml (what ``train.py`` resolves, class defaults filled in)."""
+"""Each recipe is written once: a config lists only what differs from the class defaults or from the recipe it
+extends (``# extends: NAME``), and says what it is and what it measured in at most three header lines."""
 
 from __future__ import annotations
 
@@ -11,61 +11,82 @@ from typing import Any
 import pytest
 import yaml
 
-from cifar_lightning import CIFAR10DataModule
+from cifar_lightning import CIFAR10Classifier, CIFAR10DataModule
+from cifar_lightning.run.recipes import EXTENDS, recipe_chain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DIFFERS = "# Differs from cnn.yaml in: "
+NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
 
 def defaults(cls: type) -> dict[str, Any]:
-    params = inspect.signature(cls).parameters.values()
-    return {
-        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-        for p in params
-        if p.default is not inspect.Parameter.empty
-    }
+    """The keyword defaults ``cls`` is built with, its bases' included (a model passes the rest on by keyword)."""
+    found: dict[str, Any] = {}
+    for klass in reversed([c for c in cls.__mro__ if c is not object and "__init__" in vars(c)]):
+        for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                found[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return found
 
 
-def model_class(config: dict[str, Any]) -> type:
-    module, _, name = config["model"]["class_path"].rpartition(".")
+def model_class(path: str) -> type:
+    module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 
-def resolved(name: str) -> dict[str, Any]:
-    """The config as dotted keys, with the model's and DataModule's defaults where it sets nothing."""
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    flat = {"seed_everything": config.get("seed_everything"), "time_budget": config.get("time_budget")}
-    flat |= {f"trainer.{k}": v for k, v in (config.get("trainer") or {}).items()}
-    flat["model.class_path"] = config["model"]["class_path"]
-    flat |= {f"model.{k}": v for k, v in {**defaults(model_class(config)), **config["model"]["init_args"]}.items()}
-    flat |= {f"data.{k}": v for k, v in {**defaults(CIFAR10DataModule), **(config.get("data") or {})}.items()}
-    return flat
+def flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as dotted keys (``model.lr``, ``data.batch_size``, ``time_budget``)."""
+    out = {k: v for k, v in config.items() if k not in ("trainer", "model", "data")}
+    out |= {f"trainer.{k}": v for k, v in (config.get("trainer") or {}).items()}
+    out |= {f"data.{k}": v for k, v in (config.get("data") or {}).items()}
+    model = config.get("model") or {}
+    out |= {f"model.{k}": v for k, v in (model.get("init_args") or {}).items()}
+    if "class_path" in model:
+        out["model.class_path"] = model["class_path"]
+    return out
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_the_default_configs_are_the_classes_defaults(name: str) -> None:
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    class_defaults = defaults(model_class(config))
-    differing = {
-        k: (v, class_defaults.get(k)) for k, v in config["model"]["init_args"].items() if class_defaults.get(k) != v
-    }
-    assert not differing, f"configs/{name}.yaml and the class defaults disagree (config, class): {differing}"
+def resolved(chain: list[Path]) -> dict[str, Any]:
+    """What the configs in ``chain`` set, later ones winning, over the model's and DataModule's defaults."""
+    configs: dict[str, Any] = {}
+    for path in chain:
+        configs |= flat(yaml.safe_load(path.read_text()))
+    out = {f"data.{k}": v for k, v in defaults(CIFAR10DataModule).items()}
+    if "model.class_path" in configs:
+        out |= {f"model.{k}": v for k, v in defaults(model_class(configs["model.class_path"])).items()}
+    return out | configs
 
 
-CNN_FAMILY = sorted(
-    p.stem
-    for p in CONFIGS.glob("*.yaml")
-    if p.stem != "cnn" and yaml.safe_load(p.read_text())["model"]["class_path"].endswith(".CNNClassifier")
-)
+@pytest.mark.parametrize("name", NAMES)
+def test_a_config_sets_only_what_differs_from_the_defaults_or_its_base(name: str) -> None:
+    chain = recipe_chain(name)
+    before = resolved(chain[:-1])
+    own = flat(yaml.safe_load(chain[-1].read_text()))
+    if "model.class_path" in own:  # judged against the defaults of the class it names
+        before |= {f"model.{k}": v for k, v in defaults(model_class(own["model.class_path"])).items()}
+    unset = object()
+    repeated = {k: v for k, v in own.items() if k != "model.class_path" and before.get(k, unset) == v}
+    assert not repeated, f"configs/{name}.yaml repeats values it would get anyway: {repeated}"
 
 
-@pytest.mark.parametrize("name", CNN_FAMILY)
-def test_each_config_header_says_how_it_differs_from_cnn_yaml(name: str) -> None:
-    header = [line for line in (CONFIGS / f"{name}.yaml").read_text().splitlines() if line.startswith(DIFFERS)]
-    assert header, f"configs/{name}.yaml needs a '{DIFFERS}...' line"
-    claimed = {key.strip() for key in header[0].removeprefix(DIFFERS).split(",")}
-    base, config = resolved("cnn"), resolved(name)
-    actual = {key for key in base.keys() | config.keys() if base.get(key) != config.get(key)}
-    assert claimed == actual, (
-        f"configs/{name}.yaml's header is off: missing {actual - claimed}, wrong {claimed - actual}"
-    )
+@pytest.mark.parametrize("name", NAMES)
+def test_a_config_header_says_what_it_is_in_three_lines(name: str) -> None:
+    lines = (CONFIGS / f"{name}.yaml").read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert 1 <= len(header) <= 3, f"configs/{name}.yaml: {len(header)} header lines"
+    if header[0].startswith(EXTENDS):
+        assert header[0].removeprefix(EXTENDS).partition(".")[0].strip() in NAMES
+
+
+def test_the_default_recipes_are_the_model_classes_defaults() -> None:
+    """``CNNClassifier()`` in your own code is the model ``--model cnn`` trains: its config sets no model value."""
+    for name in ("cnn", "mlp"):
+        model = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]
+        assert set(model) == {"class_path"}
+        assert issubclass(model_class(model["class_path"]), CIFAR10Classifier)
+
+
+def test_an_extended_recipe_resolves_through_its_base() -> None:
+    assert [p.stem for p in recipe_chain("cnn_long")] == ["cnn", "speedrun", "cnn_long"]
+    config = resolved(recipe_chain("cnn_long"))
+    assert config["model.widths"] == [128, 512, 512] and config["model.optimizer"] == "sgd"  # own, speedrun's
+    assert config["data.crop_padding"] == 2 and config["model.label_smoothing"] == 0.2  # cnn.yaml's, the class's

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import make_images, quiet_trainer, tiny_args, write_batches, write_folder
+from helpers import make_images, quiet_trainer, tiny_args, write_batches, write_folder
 from PIL import Image
 
-from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier, sources
-from cifar_lightning.augment import PaddingMode, color_jitter, normalize, random_crop_flip
-from cifar_lightning.cli import main
+from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
-from cifar_lightning.sampling import ShardedBatchSampler, _InMemory
+from cifar_lightning.data import sources
+from cifar_lightning.data.augment import PaddingMode, color_jitter, normalize, random_crop_flip
+from cifar_lightning.data.sampling import ShardedBatchSampler, _InMemory
+from cifar_lightning.run.cli import main
 
 
 def all_train_images(dm: CIFAR10DataModule) -> tuple[torch.Tensor, torch.Tensor]:

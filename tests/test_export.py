@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_images, run_dirs, tiny_args, write_folder
+from helpers import make_images, run_dirs, tiny_args, write_folder
 from PIL import Image
 
-from cifar_lightning import CIFAR10DataModule, plots, predict
-from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.cli import main
+from cifar_lightning import CIFAR10DataModule
 from cifar_lightning.constants import CLASSES
-from cifar_lightning.export import export_net, load_exported
+from cifar_lightning.models.classifier import CIFAR10Classifier
+from cifar_lightning.report import plots, predict
+from cifar_lightning.report.export import export_net, load_exported
+from cifar_lightning.run.cli import main
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
@@ -144,7 +145,7 @@ def test_failed_onnx_export_warns_and_the_run_still_succeeds(
     def no_converter(*args: object) -> None:
         raise RuntimeError("No ONNX function found for aten.some_op")
 
-    monkeypatch.setattr("cifar_lightning.callbacks.export_onnx", no_converter)
+    monkeypatch.setattr("cifar_lightning.report.export.export_onnx", no_converter)
     with pytest.warns(UserWarning, match="ONNX export skipped .*No ONNX function found"):
         assert main([*tiny_args(folder_dir, tmp_path, "mlp"), "--export", "all"]) == 0
     [run] = run_dirs(tmp_path)

@@ -14,12 +14,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SUBPROCESS_TIMEOUT, read_wandb_records, read_wandb_records_until, run_dirs, tiny_args, write_folder
+from helpers import (
+    SUBPROCESS_TIMEOUT,
+    flags,
+    read_wandb_records,
+    read_wandb_records_until,
+    run_dirs,
+    tiny_args,
+    write_folder,
+)
 
-from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.cli import main
-from cifar_lightning.faults import AtomicCheckpointIO
-from cifar_lightning.loggers import wandb_run_id
+from cifar_lightning.models.classifier import CIFAR10Classifier
+from cifar_lightning.run.checkpoints import AtomicCheckpointIO
+from cifar_lightning.run.cli import main
+from cifar_lightning.run.loggers import wandb_run_id
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -37,10 +45,13 @@ def subprocess_env() -> dict[str, str]:
 
 
 def signal_at(step: int, name: str) -> list[str]:
-    return [
-        "--trainer.callbacks+=probes.SignalAt", "--trainer.callbacks.step", str(step),
-        "--trainer.callbacks.signal_name", name,
-    ]  # fmt: skip
+    return flags(
+        {
+            "--trainer.callbacks+=helpers.SignalAt": None,
+            "--trainer.callbacks.step": step,
+            "--trainer.callbacks.signal_name": name,
+        }
+    )
 
 
 def metric_rows(run: Path, key: str) -> list[dict[str, str]]:
@@ -108,8 +119,8 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
 
 _SAVER = """
 import sys, torch
-from cifar_lightning.faults import AtomicCheckpointIO
-from cifar_lightning.loggers import wandb_run_id
+from cifar_lightning.run.checkpoints import AtomicCheckpointIO
+from cifar_lightning.run.loggers import wandb_run_id
 io, n = AtomicCheckpointIO(), 0
 while True:
     n += 1
@@ -233,7 +244,7 @@ def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
     args = tiny_args(folder_dir, out, "mlp")
     handler = signal.getsignal(signal.SIGINT)
     try:
-        assert main([*args, "--trainer.callbacks+=probes.InterruptTest"]) == 130
+        assert main([*args, "--trainer.callbacks+=helpers.InterruptTest"]) == 130
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C from a KeyboardInterrupt on
     printed = capsys.readouterr()
@@ -275,7 +286,7 @@ def test_running_out_of_memory_is_one_line_with_what_to_do(
 
 
 def test_a_signal_during_validation_stops_before_the_next_step(folder_dir: Path, tmp_path: Path) -> None:
-    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), "--trainer.callbacks+=probes.SignalInValidation"]
+    args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), "--trainer.callbacks+=helpers.SignalInValidation"]
     assert main(args) == 143
     [run] = run_dirs(tmp_path)
     interrupted = json.loads((run / "results.json").read_text())["interrupted"]
@@ -291,7 +302,7 @@ def test_ctrl_c_while_decoding_the_data_leaves_nothing_behind(
     def interrupted_decoding(*args: object) -> None:
         raise KeyboardInterrupt  # Ctrl-C in the minute it takes to decode 50,000 JPEGs
 
-    monkeypatch.setattr("cifar_lightning.sources.read_folder", interrupted_decoding)
+    monkeypatch.setattr("cifar_lightning.data.sources.read_folder", interrupted_decoding)
     args = tiny_args(data, tmp_path / "runs", "mlp")
     args[args.index("--wandb") + 1] = "true"
     handler = signal.getsignal(signal.SIGINT)
@@ -310,7 +321,7 @@ def test_ctrl_c_during_the_export_keeps_the_finished_run(
     def interrupted_export(*args: object) -> None:
         raise KeyboardInterrupt  # what Ctrl-C does once training is over and the handlers are back
 
-    monkeypatch.setattr("cifar_lightning.callbacks.export_net", interrupted_export)
+    monkeypatch.setattr("cifar_lightning.report.export.export_net", interrupted_export)
     args = tiny_args(folder_dir, tmp_path, "mlp")
     handler = signal.getsignal(signal.SIGINT)
     try:
@@ -346,7 +357,7 @@ def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
 def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path, tmp_path: Path) -> None:
     args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=2), "--model.tta_level", "0"]
     args[args.index("--wandb") + 1] = "true"
-    probe = ["--trainer.callbacks+=probes.RecordShards", "--trainer.callbacks.out", str(tmp_path / "probe")]
+    probe = ["--trainer.callbacks+=helpers.RecordShards", "--trainer.callbacks.out", str(tmp_path / "probe")]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     proc = subprocess.run(
         [sys.executable, "train.py", *args, *ddp, *probe],
@@ -379,9 +390,10 @@ def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
     """Every rank signalled (SLURM, `docker stop`) or only rank 0 (`kill <pid>`, Ctrl-C): both end with the
     checkpoint, not stuck in a collective."""
     args = [
-        *tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *signal_at(3, name),
-        "--trainer.devices", "2", "--trainer.strategy", "ddp",
-    ]  # fmt: skip
+        *tiny_args(folder_dir, tmp_path, "mlp", epochs=3),
+        *signal_at(3, name),
+        *flags({"--trainer.devices": 2, "--trainer.strategy": "ddp"}),
+    ]
     if rank is not None:
         args += ["--trainer.callbacks.rank", str(rank)]
     proc = subprocess.run(
@@ -400,7 +412,7 @@ def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
 
 
 def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_path: Path) -> None:
-    poison = ["--trainer.callbacks+=probes.PoisonRank", "--trainer.callbacks.step", "2"]
+    poison = ["--trainer.callbacks+=helpers.PoisonRank", "--trainer.callbacks.step", "2"]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     command = [sys.executable, "train.py", *tiny_args(folder_dir, tmp_path, "mlp"), *ddp, *poison]
     proc = subprocess.run(

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_wandb_records, run_dirs, tiny_args
+from helpers import flags, read_wandb_records, run_dirs, tiny_args
 
-from cifar_lightning.cli import main
-from cifar_lightning.loggers import has_wandb_credentials
+from cifar_lightning.run.cli import main
+from cifar_lightning.run.loggers import has_wandb_credentials
 
 
 @pytest.mark.parametrize(
@@ -55,9 +55,9 @@ def test_wandb_project_follows_wandb_project_and_the_flag_overrides_it(
 def test_a_users_own_logger_is_added_to_the_runs_loggers(folder_dir: Path, tmp_path: Path) -> None:
     mine = tmp_path / "my_logs"
     args = [
-        *tiny_args(folder_dir, tmp_path / "runs", "mlp"), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(mine),
-    ]  # fmt: skip
+        *tiny_args(folder_dir, tmp_path / "runs", "mlp"),
+        *flags({"--trainer.logger": "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir": mine}),
+    ]
     assert main(args) == 0
     [run] = run_dirs(tmp_path / "runs")
     assert json.loads((run / "results.json").read_text())["val/acc_best"] is not None  # the run folder is whole

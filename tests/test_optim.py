@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cifar_lightning.optim import Muon, orthogonalize, param_groups
+from cifar_lightning.models.optim import Muon, orthogonalize, param_groups
 
 
 def spread_matrix(rows: int, cols: int, smallest: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,9 @@ def test_a_wheel_install_ships_the_configs(tmp_path: Path) -> None:
     [wheel] = (tmp_path / "dist").glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
 
-    probe = "from cifar_lightning import cli; print(cli.__file__); print(cli.expand_model_flag(['--model', 'cnn'])[1])"
+    probe = (
+        "from cifar_lightning.run import cli; print(cli.__file__); print(cli.expand_model_flag(['--model', 'cnn'])[1])"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}  # ahead of the editable install
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

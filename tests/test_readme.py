@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dirs, tiny_args
+from helpers import run_dirs, tiny_args
 
-from cifar_lightning.cli import main
+from cifar_lightning.run.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import read_wandb_records_until, run_dirs, tiny_args
+from helpers import read_wandb_records_until, run_dirs, tiny_args
 from matplotlib.figure import Figure
 
-from cifar_lightning import compare, plots
-from cifar_lightning.cli import main
 from cifar_lightning.constants import CLASSES
-from cifar_lightning.runs import read_curves
+from cifar_lightning.report import compare, plots
+from cifar_lightning.run.cli import main
+from cifar_lightning.run.runs import read_curves
 
 FIGURES = {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png", "mistakes.png"}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dirs, tiny_args
+from helpers import flags, run_dirs, tiny_args
 
-from cifar_lightning.cli import main
+from cifar_lightning.run.cli import main
 
 REAL_DATA = Path(os.environ.get("CIFAR10_DIR", "~/data/cifar10-jpeg")).expanduser()
 
@@ -22,10 +22,15 @@ REAL_DATA = Path(os.environ.get("CIFAR10_DIR", "~/data/cifar10-jpeg")).expanduse
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"no CIFAR-10 at {REAL_DATA} (set CIFAR10_DIR)")
 def test_mlp_default_config_reaches_its_target(tmp_path: Path) -> None:
     """The issue's MLP target, 60% after 5 epochs, on the seeded 5,000-image validation split (about 40 s here)."""
-    args = [
-        "--model", "mlp", "--data.data_dir", str(REAL_DATA), "--trainer.default_root_dir", str(tmp_path),
-        "--wandb", "false", "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+    args = flags(
+        {
+            "--model": "mlp",
+            "--data.data_dir": REAL_DATA,
+            "--trainer.default_root_dir": tmp_path,
+            "--wandb": "false",
+            "--trainer.enable_progress_bar": "false",
+        }
+    )
     assert main(args) == 0
     [run] = run_dirs(tmp_path)
     results = json.loads((run / "results.json").read_text())
@@ -39,9 +44,19 @@ def test_time_budget_ends_the_real_run_in_time_and_annealed(tmp_path: Path) -> N
     """``cnn_fast`` on a 3-minute budget, as a user starts it: the process exits within the budget, having trained
     past one epoch and evaluated with TTA (about 3 minutes)."""
     args = [
-        sys.executable, "train.py", "--model", "cnn_fast", "--time_budget", "3", "--data.data_dir", str(REAL_DATA),
-        "--trainer.default_root_dir", str(tmp_path), "--wandb", "false", "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+        sys.executable,
+        "train.py",
+        *flags(
+            {
+                "--model": "cnn_fast",
+                "--time_budget": 3,
+                "--data.data_dir": REAL_DATA,
+                "--trainer.default_root_dir": tmp_path,
+                "--wandb": "false",
+                "--trainer.enable_progress_bar": "false",
+            }
+        ),
+    ]
     start = time.monotonic()
     subprocess.run(args, cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True, timeout=600)
     wall = time.monotonic() - start

@@ -14,15 +14,14 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import quiet_trainer, run_dirs, tiny_args
+from helpers import quiet_trainer, run_dirs, tiny_args
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
-from cifar_lightning.cli import main
-from cifar_lightning.hardware import describe, hardware_info
-from cifar_lightning.optim import lr_factor, lr_factor_at, schedule_factor
-from cifar_lightning.timing import (
+from cifar_lightning.models.optim import lr_factor, lr_factor_at, schedule_factor
+from cifar_lightning.run.budget import TimeBudget
+from cifar_lightning.run.cli import main
+from cifar_lightning.run.estimate import (
     CostReport,
-    TimeBudget,
     Workload,
     average_to_end,
     estimate_seconds,
@@ -30,6 +29,7 @@ from cifar_lightning.timing import (
     step_cost,
     validations_left,
 )
+from cifar_lightning.run.hardware import describe, hardware_info
 
 
 class FakeClock:
@@ -101,7 +101,7 @@ def test_hardware_line_names_device_precision_and_threads() -> None:
 RESIDENT_AFTER_FREE = """
 import sys, torch
 from pathlib import Path
-from cifar_lightning.hardware import return_freed_memory
+from cifar_lightning.run.hardware import return_freed_memory
 def resident_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 if sys.argv[1] == "return":

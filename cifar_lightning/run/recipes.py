@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cifar_lightning.usage import UsageError
+from cifar_lightning.run.usage import UsageError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+EXTENDS = "# extends: "  # a config's first line naming the recipe it changes
 
 
 def config_dirs() -> list[Path]:
@@ -29,8 +30,30 @@ def help_text() -> str:
     )
 
 
+def find_config(name: str) -> Path:
+    found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
+    if not found:
+        raise UsageError(f"Unknown --model {name!r}. Valid names: {', '.join(available_configs())} (configs/*.yaml).")
+    return found[0]
+
+
+def recipe_chain(name: str) -> list[Path]:
+    """The configs ``--model NAME`` loads, base first: a config whose first line is ``# extends: BASE`` lists only
+    what differs from BASE, so BASE (and what it extends) is loaded before it."""
+    chain: list[Path] = []
+    while name:
+        path = find_config(name)
+        if path in chain:
+            raise UsageError(f"configs/{name}.yaml extends itself (through {', '.join(p.stem for p in chain)}).")
+        chain.insert(0, path)
+        first = path.read_text().partition("\n")[0]
+        name = first.removeprefix(EXTENDS).partition(".")[0].strip() if first.startswith(EXTENDS) else ""
+    return chain
+
+
 def expand_model_flag(argv: list[str]) -> list[str]:
-    """Replaces ``--model NAME`` with ``--config <dir>/NAME.yaml``, moved first so that later flags override it.
+    """Replaces ``--model NAME`` with ``--config <dir>/NAME.yaml`` (after the configs it extends), moved first so that
+    later flags override it.
 
     Values that look like class paths (``cifar_lightning.CNNClassifier``) or inline YAML are left to LightningCLI.
     """
@@ -44,12 +67,8 @@ def expand_model_flag(argv: list[str]) -> list[str]:
             out.append(arg)
             i += 1
             continue
-        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
-        if not found:
-            raise UsageError(
-                f"Unknown --model {name!r}. Valid names: {', '.join(available_configs())} (configs/*.yaml)."
-            )
-        configs += ["--config", str(found[0])]
+        for path in recipe_chain(name):
+            configs += ["--config", str(path)]
         i += 1 if "=" in arg else 2
     at = 1 if out and out[0] in SUBCOMMANDS else 0
     return out[:at] + configs + out[at:]

@@ -18,22 +18,25 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 
-from cifar_lightning.constants import IMAGE_SHAPE, MEAN, STD
+from cifar_lightning.constants import IMAGE_SHAPE, MEAN, STD, Normalization
 from cifar_lightning.files import atomic_target
+from cifar_lightning.models.classifier import classifier
+from cifar_lightning.run.results import run_dir
 
 META_FILE = "cifar_lightning.json"
+
+
 EXPORT_FILE = "model.pt2"
+
+
 ONNX_FILE = "model.onnx"
-
-
-# The per-channel (mean, std) the network was trained behind, or None for plain 0..1 inputs: what the DataModule
-# applied (``CIFAR10DataModule.input_normalization``), recorded by the LightningModule in its checkpoints.
-Normalization = tuple[Sequence[float], Sequence[float]] | None
 
 
 class Normalized(nn.Module):
@@ -133,3 +136,39 @@ def load_exported(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     finally:
         torch_log.setLevel(level)
     return program.module(), json.loads(extra[META_FILE] or "{}")
+
+
+ExportFormats = Literal["all", "pt2", "none"]
+
+
+class ExportBest(L.Callback):
+    """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` and, where the ``onnx``
+    package is installed, ``<run>/model.onnx`` (see ``export.py``).
+
+    Args:
+        formats: ``all`` (both files), ``pt2`` (no ONNX: its export takes about a second) or ``none``.
+    """
+
+    def __init__(self, formats: ExportFormats = "all") -> None:
+        self.formats = formats
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module, folder = classifier(pl_module), run_dir(trainer)
+        if folder is None or self.formats == "none":
+            return
+        net = copy.deepcopy(module.net)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        if best:  # the weights `train.py` tests, not the last epoch's
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
+        classes, normalization = module.class_names, module.input_normalization
+        export_net(net, folder / EXPORT_FILE, classes, meta, normalization)
+        if self.formats != "all":
+            return
+        try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
+            export_onnx(net, folder / ONNX_FILE, classes, meta, normalization)
+        except Exception as err:
+            reason = (str(err).splitlines() or [""])[0]
+            rank_zero_warn(f"ONNX export skipped ({type(err).__name__}: {reason}); {EXPORT_FILE} is written.")

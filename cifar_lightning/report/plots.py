@@ -11,15 +11,15 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window, work on machines without a display
-
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cifar_lightning.constants import MEAN, STD
-from cifar_lightning.export import Normalization
+from cifar_lightning.constants import MEAN, STD, Normalization
 
 Curve = Sequence[tuple[int, float]]  # (epoch, value) pairs
+
+
 Accuracies = Mapping[str, Mapping[str, float | None]]  # run -> {metric name: value}
 
 

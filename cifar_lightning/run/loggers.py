@@ -4,7 +4,6 @@ its metrics.csv and its W&B run."""
 from __future__ import annotations
 
 import configparser
-import csv
 import hashlib
 import netrc
 import os
@@ -18,7 +17,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from cifar_lightning.nets import count_parameters
+from cifar_lightning.internals import keep_csv_rows, started_experiment
+from cifar_lightning.models.layers import count_parameters
 
 PROJECT = "cifar-lightning"
 
@@ -50,28 +50,6 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-class _KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv; this one keeps its rows logged before ``resume_step``
-    (a resumed run re-logs the steps after its checkpoint) and appends to them."""
-
-    def __init__(self, log_dir: str, resume_step: int) -> None:
-        self.resume_step = resume_step
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if not path.is_file():
-            return
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [row for row in reader if int(row["step"]) < self.resume_step]
-            self.metrics_keys = list(reader.fieldnames or [])
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-
 class RunCSVLogger(CSVLogger):
     """``CSVLogger`` that, given ``resume_step``, continues the run folder's metrics.csv instead of replacing it."""
 
@@ -81,9 +59,8 @@ class RunCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None and self.resume_step is not None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _KeepingWriter(self.log_dir, self.resume_step)
+        if self.resume_step is not None:
+            keep_csv_rows(self, self.resume_step)
         return super().experiment  # type: ignore[return-value]
 
 
@@ -181,7 +158,7 @@ def finish_wandb(trainer: L.Trainer | None, exit_code: int = 0, hint: bool = Tru
     one, and, offline and with ``hint``, prints the command that uploads it: every part of it, when the run was
     resumed (each part is its own offline-run folder)."""
     for logger in getattr(trainer, "loggers", []):
-        run = getattr(logger, "_experiment", None)
+        run = started_experiment(logger)
         if not isinstance(logger, WandbLogger) or run is None:
             continue
         offline = run.settings.mode == "offline" if hasattr(run, "settings") else False

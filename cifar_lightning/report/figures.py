@@ -14,10 +14,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from cifar_lightning import plots
-from cifar_lightning.callbacks import classifier, run_dir
-from cifar_lightning.export import Normalization
-from cifar_lightning.runs import METRICS_FILE, model_name, read_curves
+from cifar_lightning.constants import Normalization
+from cifar_lightning.models.classifier import classifier
+from cifar_lightning.report import plots
+from cifar_lightning.run.results import run_dir
+from cifar_lightning.run.runs import METRICS_FILE, model_name, read_curves
 
 
 class RunFigures(L.Callback):

@@ -14,10 +14,12 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from jsonargparse import ArgumentParser
+import torch
 from lightning.pytorch.cli import LightningArgumentParser
+
+from cifar_lightning.internals import option_strings
 
 _NOISE = (
     "Does not validate against any of the Union subtypes",
@@ -78,14 +80,7 @@ class BriefParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse is trying alternatives and will catch this
             super().error(message, ex)
-        options = [s for parser in _parsers(self) for s in parser._option_string_actions]
-        raise UsageError(brief_error(message, options))
-
-
-def _parsers(parser: ArgumentParser) -> list[Any]:
-    """The parser and its subcommand parsers (whose options a mistake under ``fit``/``test`` refers to)."""
-    subcommands = getattr(parser, "_subcommands_action", None)
-    return [parser, *(getattr(subcommands, "_name_parser_map", {}) or {}).values()]
+        raise UsageError(brief_error(message, option_strings(self)))
 
 
 # Warnings a run would print that no user can act on: Lightning 2.6 calling a torch API deprecated in 2.14, its model
@@ -119,3 +114,19 @@ def quiet_console() -> Iterator[None]:
             yield
         finally:
             lightning_log.removeFilter(advert)
+
+
+def out_of_memory_message(err: BaseException, batch_size: int | None) -> str | None:
+    """What to do, when ``err`` is the machine running out of memory: Python's MemoryError, torch's on a GPU, or the
+    CPU allocator's RuntimeError; None for any other error."""
+    text = str(err)
+    if not isinstance(err, MemoryError | torch.OutOfMemoryError) and not (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
+        return None
+    what = text.splitlines()[0][:160] if text else type(err).__name__
+    now = f" (now {batch_size})" if batch_size else ""
+    return (
+        f"out of memory ({what}). Lower --data.batch_size{now}, or train a smaller model (--model cnn_fast); the "
+        "checkpoints written so far are kept (--ckpt_path last resumes)."
+    )

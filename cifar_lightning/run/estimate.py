@@ -1,30 +1,24 @@
-"""Wall-clock awareness: a run that says what it will cost, and a schedule that fits a time budget.
-
-- ``CostReport`` prints what the run computes on, and after a few training steps (timed as they run) what the whole
-  run will cost (``estimate_seconds``: fit with its validations and TTA, then test); ``callbacks.RunSummary``
-  records both in ``results.json``.
-- ``TimeBudget`` makes the recipe follow the clock: warm-up, decay, lookahead and the final TTA evaluation are driven
-  by the fraction of the budget used instead of the step count, so any machine, fast or slow, ends on a fully
-  annealed model when the budget ends, evaluation included. (Lightning's ``max_time`` stops a run mid-schedule.)
+"""What a run costs: ``CostReport`` prints what the run computes on, and after a few training steps (timed as they
+run) what the whole run will cost (``estimate_seconds``: fit with its validations and TTA, then test);
+``results.RunSummary`` records both in ``results.json``. Under a ``budget.TimeBudget`` it keeps the budget's estimate
+of the final evaluation current.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from cifar_lightning.augment import TTA_VIEWS
 from cifar_lightning.constants import TEST_SIZE
-from cifar_lightning.hardware import describe, hardware_info
+from cifar_lightning.models.progress import training_progress
+from cifar_lightning.run.budget import TimeBudget, seconds_since_process_start
+from cifar_lightning.run.hardware import describe, hardware_info
 
 # Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
 # forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
@@ -32,31 +26,24 @@ EVAL_COST_PER_VIEW = 1 / 3
 
 
 @runtime_checkable
-class VariableStepCost(Protocol):
-    """A LightningModule whose training steps cost differently along the run (progressive resizing):
-    ``step_cost(progress)`` is a step's cost at that fraction of training, relative to a full-size step."""
+class CostAware(Protocol):
+    """A LightningModule that says what its work costs (``models.classifier.CIFAR10Classifier`` does):
+    ``step_cost(progress)`` is a training step's cost at that fraction of training relative to a full-size step (it
+    varies under progressive resizing), and ``tta_passes()`` the forward passes per image a TTA evaluation costs."""
 
     def step_cost(self, progress: float) -> float: ...
 
+    def tta_passes(self) -> float: ...
+
 
 def step_cost(pl_module: L.LightningModule, progress: float) -> float:
-    return pl_module.step_cost(progress) if isinstance(pl_module, VariableStepCost) else 1.0
+    return pl_module.step_cost(progress) if isinstance(pl_module, CostAware) else 1.0
 
 
 def average_to_end(f: Callable[[float], float], start: float, samples: int = 200) -> float:
     """The mean of ``f`` over the rest of training, from the fraction ``start`` to 1 (midpoint rule)."""
     width = (1.0 - start) / samples
     return sum(f(start + (i + 0.5) * width) for i in range(samples)) / samples if width > 0 else f(1.0)
-
-
-def seconds_since_process_start() -> float:
-    """How long this process has run (imports included), from /proc on Linux; 0 where that is unknown."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 @dataclass
@@ -84,131 +71,10 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-class TimeBudget(L.Callback):
-    """Runs the schedule on wall-clock time: the run ends, annealed and evaluated, within ``minutes``.
-
-    ``progress`` (0 to 1) replaces ``step / total_steps`` in the learning-rate schedule and lookahead. It is the
-    share of the training window used so far, where the window is the budget less what the final TTA validation and
-    the test are estimated to cost (from the measured speed). The step that brings ``progress`` to 1 is the last:
-    ``final`` is set, lookahead copies its average in, and the validation that follows uses TTA. The epoch count is
-    ignored (``max_epochs`` becomes unlimited). The clock starts with the process (``from_process_start``, as
-    ``train.py`` sets it) or with this object; a resumed run carries the time its earlier part used (saved in the
-    checkpoint).
-
-    Args:
-        minutes: the whole run's wall time, start to exit.
-        from_process_start: count from the start of this process (``train.py``: imports and data loading count),
-            rather than from this object's creation (a notebook, whose kernel started long before).
-        reserve_fraction: share of the budget kept for what is not estimated (checkpoints, export, figures) ...
-        min_reserve_seconds: ... and at least this many seconds of it.
-        clock: seconds from an arbitrary origin (tests pass a fake one).
-    """
-
-    def __init__(
-        self,
-        minutes: float,
-        from_process_start: bool = False,
-        reserve_fraction: float = 0.03,
-        min_reserve_seconds: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not minutes > 0:
-            raise ValueError(f"time_budget must be a positive number of minutes, got {minutes!r}.")
-        self.seconds, self.clock = minutes * 60, clock
-        self.reserve = max(min_reserve_seconds, reserve_fraction * self.seconds)
-        self.origin = clock() - (seconds_since_process_start() if from_process_start else 0.0)
-        self.progress, self.final = 0.0, False
-        self.tail = 0.0  # estimated seconds of the final validation and the test (set by RunSummary)
-        self._last: float | None = None  # the clock at the last step (None after a validation)
-        self._step_seconds = 0.0  # one step's duration
-        self._steps = 0  # steps this process has trained
-
-    @staticmethod
-    def of(trainer: L.Trainer | None) -> TimeBudget | None:
-        found = [c for c in trainer.callbacks if isinstance(c, TimeBudget)] if trainer is not None else []  # type: ignore[attr-defined]
-        return found[0] if found else None
-
-    def elapsed(self) -> float:
-        return self.clock() - self.origin
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            trainer.fit_loop.max_epochs = -1  # the budget, not an epoch count, ends the run
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = self.clock()
-
-    def window(self) -> float:
-        """Seconds from the origin to the end of training: the budget less the reserve and the tail."""
-        return self.seconds - self.reserve - self.tail
-
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        # Here, not at the batch's end: Lightning steps the learning-rate scheduler right after the optimizer, so
-        # the progress set now is what the next step's learning rate reads.
-        now = self.clock()
-        if self._last is not None:  # None right after a validation, whose time is not a step's
-            self._step_seconds = now - self._last
-        self._last = now
-        elapsed, window = now - self.origin, self.window()
-        # The next step would end after the window: this one is the last, and the schedule ends with it.
-        final = elapsed + self._step_seconds > window
-        progress = 1.0 if final else min(1.0, (elapsed + self._step_seconds) / window)  # at the next step's end
-        self.progress, self.final = _same_on_every_rank(trainer, (max(self.progress, progress), final))
-        self._steps += 1
-        if self.final:
-            trainer.should_stop = True
-            if self._steps == 1:
-                rank_zero_warn(
-                    f"time_budget {self.seconds / 60:g} was used up before training started: {elapsed:.0f} s had "
-                    f"passed (imports, data loading, or the earlier part of a resumed run) against a "
-                    f"{max(0.0, window):.0f} s window, so this run trains one step, then evaluates. Give a longer "
-                    "time budget."
-                )
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": self.elapsed(), "progress": self.progress}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A resumed run continues the earlier one's clock: its elapsed time counts against the budget.
-        self.origin = self.clock() - float(state_dict["elapsed"])
-        self.progress = float(state_dict["progress"])
-
-
-def _same_on_every_rank(trainer: L.Trainer, decision: tuple[float, bool]) -> tuple[float, bool]:
-    """Rank 0's decision everywhere: ranks read slightly different clocks, and a learning rate or a stop that
-    differs between DDP ranks would make their weights drift apart or leave one rank waiting for the others."""
-    if trainer.world_size == 1:
-        return decision
-    return trainer.strategy.broadcast(decision, src=0)
-
-
-def validate_this_epoch(trainer: L.Trainer) -> int | None:
-    """Makes the current epoch end with a validation, and returns the ``check_val_every_n_epoch`` it replaced (to
-    restore when fit ends). Lightning validates only the epochs that setting divides, but a run's last validation
-    (with TTA) is its result, whichever epoch a step count or a budget ends."""
-    replaced = trainer.check_val_every_n_epoch
-    trainer.check_val_every_n_epoch = 1  # as Lightning's own fast_dev_run sets it
-    return replaced
-
-
 def validations_left(trainer: L.Trainer) -> int:
     """Validations the rest of fit runs: one every ``check_val_every_n_epoch`` epochs, and one at the end."""
     every, last = trainer.check_val_every_n_epoch or 1, trainer.max_epochs or 1
     return sum((epoch + 1) % every == 0 or epoch == last - 1 for epoch in range(trainer.current_epoch, last))
-
-
-def training_progress(trainer: L.Trainer) -> tuple[float, bool]:
-    """The fraction of training done, and whether it is over: of the time budget if one is set, else of the steps.
-    The learning rate, lookahead's pull, progressive resizing and the cost estimate all follow it."""
-    if budget := TimeBudget.of(trainer):
-        return budget.progress, budget.final
-    step, total = trainer.global_step, int(trainer.estimated_stepping_batches)
-    return step / total, step >= total
 
 
 class CostReport(L.Callback):
@@ -303,10 +169,8 @@ class CostReport(L.Callback):
         return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
 
     def _views(self, pl_module: L.LightningModule) -> float:
-        """Forward passes per image of a TTA evaluation: all of ``tta_level``'s views for the share of images below
-        ``tta_threshold`` at the last single-view validation (all images before the first), one for the rest."""
-        views = TTA_VIEWS.get(int(pl_module.hparams.get("tta_level", 0)), 1)
-        return 1 + (views - 1) * float(getattr(pl_module, "tta_share", 1.0))
+        """Forward passes per image of the final (TTA) validation and the test; one for a module that does not say."""
+        return pl_module.tta_passes() if isinstance(pl_module, CostAware) else 1.0
 
     def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         """The final TTA validation and the test, from the measured evaluation (or training) speed."""

@@ -1,10 +1,9 @@
 """The LightningModule base every model shares: loss, metrics, optimizer and schedule, lookahead, TTA, whitening
-set from the data, checkpoint extras. The models themselves, which only build their network, are in ``modules.py``.
+set from the data, checkpoint extras. Each model (``mlp.py``, ``cnn.py``) subclasses it to build its network.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -13,23 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 
-from cifar_lightning.augment import TTA_VIEWS, tta_logits, unsure
-from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD
-from cifar_lightning.export import Normalization
-from cifar_lightning.faults import DivergedError
-from cifar_lightning.metrics import TestReport, accuracy
-from cifar_lightning.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
-from cifar_lightning.timing import TimeBudget, training_progress, validate_this_epoch
+from cifar_lightning.constants import CLASSES, MEAN, NUM_CLASSES, STD, Normalization
+from cifar_lightning.models.metrics import TestReport, accuracy
+from cifar_lightning.models.optim import Lookahead, OptimizerName, Schedule, build_optimizer, schedule_factor
+from cifar_lightning.models.progress import DivergedError, TrainingClock, training_progress, validate_this_epoch
+from cifar_lightning.models.tta import TTA_VIEWS, tta_logits, unsure
 
 Stage = Literal["train", "val", "test"]
+
+
 WHITENING_IMAGES = 5000  # airbench's count: enough for a 12x12 patch covariance and for a 3,072-pixel one
-
-
-def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The subclass's ``__init__`` arguments that ``CIFAR10Classifier`` takes, by name: passed on by keyword, a
-    parameter added to the base cannot shift the others."""
-    names = inspect.signature(CIFAR10Classifier.__init__).parameters
-    return {name: arguments[name] for name in names if name != "self"}
 
 
 class CIFAR10Classifier(L.LightningModule):
@@ -60,7 +52,7 @@ class CIFAR10Classifier(L.LightningModule):
             During fit, only the last epoch's validation uses it (it costs up to 18 forward passes per image); the
             earlier epochs' ``val/acc`` is single-view.
         tta_threshold: only images whose single view is less confident than this (top softmax probability) get the
-            extra views (``augment.tta_logits``); 1 gives every image all of them.
+            extra views (``tta.tta_logits``); 1 gives every image all of them.
         muon_lr: peak learning rate of the Muon-stepped filters, as a fraction of their norm per step.
         muon_momentum: momentum of the Muon-stepped filters.
     """
@@ -92,7 +84,8 @@ class CIFAR10Classifier(L.LightningModule):
             )
         if not 0.0 < tta_threshold <= 1.0:
             raise ValueError(f"tta_threshold is a probability above 0, at most 1 (every image); got {tta_threshold}.")
-        # Captures the subclass's arguments too; all are plain values, so checkpoints load with weights_only=True.
+        # Captures the subclass's arguments too (its network's, and those it passes on by keyword); all are plain
+        # values, so checkpoints load with weights_only=True.
         self.save_hyperparameters()
         self.train_metrics = accuracy(num_classes, "train")
         self.val_metrics = accuracy(num_classes, "val")
@@ -114,7 +107,7 @@ class CIFAR10Classifier(L.LightningModule):
         return self.net(x)
 
     def tta_logits(self, x: Tensor) -> Tensor:
-        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``augment.tta_logits``)."""
+        """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``tta.tta_logits``)."""
         return tta_logits(self, x, self.hparams["tta_level"], self.hparams["tta_threshold"])
 
     def _use_tta(self, stage: Stage) -> bool:
@@ -124,8 +117,8 @@ class CIFAR10Classifier(L.LightningModule):
         trainer = self.trainer
         if stage == "test" or trainer.state.fn != "fit":
             return True  # test, or a standalone `validate`
-        if budget := TimeBudget.of(trainer):
-            return budget.final
+        if clock := TrainingClock.of(trainer):
+            return clock.final
         return trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
@@ -208,7 +201,7 @@ class CIFAR10Classifier(L.LightningModule):
         Batches go through the strategy's transfer, so the DataModule's ``on_after_batch_transfer`` applies. Under
         DDP the statistics are averaged over ranks, so every rank starts from the same weights.
         """
-        net = cast(Any, self.net)  # any network with whitening_statistics/set_whitening, e.g. nets.MLP, nets.CNN
+        net = cast(Any, self.net)  # any network with whitening_statistics/set_whitening, e.g. mlp.MLP, cnn.CNN
         statistics, seen = None, 0
         for batch in self.trainer.train_dataloader:  # type: ignore[union-attr]
             images = self.trainer.strategy.batch_to_device(batch)[0][: max_images - seen]
@@ -219,6 +212,12 @@ class CIFAR10Classifier(L.LightningModule):
                 break
         if statistics is not None:
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
+
+    def tta_passes(self) -> float:
+        """Forward passes per image a TTA evaluation is expected to cost (the run's cost estimate reads it): all of
+        ``tta_level``'s views for the share of images below ``tta_threshold`` at the last single-view validation (all
+        images before the first), one for the rest."""
+        return 1 + (TTA_VIEWS[self.hparams["tta_level"]] - 1) * self.tta_share
 
     def step_cost(self, progress: float) -> float:
         """A training step's cost at ``progress``, relative to a full-size one; the cost report projects with it."""
@@ -257,11 +256,19 @@ class CIFAR10Classifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         opt = self.make_optimizer()
-        # Under a time budget the wall clock drives the schedule, read at every step (the step count is unbounded).
-        if budget := TimeBudget.of(self.trainer):
-            factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], progress=lambda: budget.progress)
+        # Under a training clock (a time budget) it drives the schedule, read every step (the step count is unbounded).
+        if clock := TrainingClock.of(self.trainer):
+            factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], progress=lambda: clock.progress)
         else:
             total = int(self.trainer.estimated_stepping_batches)
             factor = schedule_factor(hp["warmup_fraction"], hp["schedule"], total_steps=total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def classifier(pl_module: L.LightningModule) -> CIFAR10Classifier:
+    """``pl_module`` as what these callbacks read (``net``, ``class_names``, ``test_confusion``), typed, so that a
+    renamed attribute fails type checking and here, instead of a figure or export silently going missing."""
+    if not isinstance(pl_module, CIFAR10Classifier):
+        raise TypeError(f"These callbacks need a CIFAR10Classifier; got {type(pl_module).__name__}.")
+    return pl_module

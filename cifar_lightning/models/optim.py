@@ -10,9 +10,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from cifar_lightning.hardware import fast_bf16
+from cifar_lightning.devices import fast_bf16
 
 OptimizerName = Literal["sgd", "adamw", "muon"]
+
+
 Schedule = Literal["linear", "cosine", "constant"]
 
 

@@ -18,39 +18,49 @@ from typing import Any
 
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from cifar_lightning import runs, sources
-from cifar_lightning.callbacks import ExportBest, ExportFormats, RunSummary
-from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.faults import (
+from cifar_lightning.data import sources
+from cifar_lightning.data.datamodule import CIFAR10DataModule
+from cifar_lightning.data.sources import DataError
+from cifar_lightning.internals import SubcommandExit, cli_callbacks, cli_section, cli_trainer
+from cifar_lightning.models.classifier import CIFAR10Classifier
+from cifar_lightning.models.progress import DivergedError
+from cifar_lightning.report.export import ExportBest, ExportFormats
+from cifar_lightning.report.figures import RunFigures
+from cifar_lightning.report.predict import PredictionWriter
+from cifar_lightning.run import runs
+from cifar_lightning.run.budget import TimeBudget
+from cifar_lightning.run.checkpoints import (
     AtomicCheckpointIO,
     CheckpointWriteError,
-    DivergedError,
-    GracefulStop,
     check_checkpoint,
     checkpoint_callbacks,
     find_last_checkpoint,
     nothing_to_resume,
-    out_of_memory_message,
     read_checkpoint,
 )
-from cifar_lightning.figures import RunFigures
-from cifar_lightning.hardware import default_precision, return_freed_memory
-from cifar_lightning.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
-from cifar_lightning.predict import PredictionWriter
-from cifar_lightning.recipes import SUBCOMMANDS, expand_model_flag, help_text
-from cifar_lightning.runs import RUN_ID_ENV, new_run_id
-from cifar_lightning.sources import DataError
-from cifar_lightning.timing import CostReport, TimeBudget, step_cost
-from cifar_lightning.usage import BriefParser, NothingToDo, UsageError, brief_error, quiet_console
+from cifar_lightning.run.estimate import CostReport, step_cost
+from cifar_lightning.run.hardware import default_precision, return_freed_memory
+from cifar_lightning.run.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
+from cifar_lightning.run.recipes import SUBCOMMANDS, expand_model_flag, help_text
+from cifar_lightning.run.results import RunSummary
+from cifar_lightning.run.runs import RUN_ID_ENV, new_run_id
+from cifar_lightning.run.signals import GracefulStop
+from cifar_lightning.run.usage import (
+    BriefParser,
+    NothingToDo,
+    UsageError,
+    brief_error,
+    out_of_memory_message,
+    quiet_console,
+)
 
 
-class CIFARCLI(LightningCLI):
+class CIFARCLI(SubcommandExit):
     """LightningCLI with a run folder, default callbacks and loggers, and a precision chosen for the hardware."""
 
     def __init__(self, args: list[str], run: bool) -> None:
@@ -182,7 +192,7 @@ class CIFARCLI(LightningCLI):
         run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
         if not resumed_run and not (root / model_name / run_id).exists():
             self.new_run_folder = root / model_name / run_id
-        callbacks: list[Any] = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        callbacks: list[Any] = cli_callbacks(self)
         for callback in self.trainer_defaults["callbacks"]:  # LightningCLI adds these instances to the Trainer's
             if isinstance(callback, RunSummary):
                 callback.evaluates = self.evaluated_run
@@ -193,15 +203,15 @@ class CIFARCLI(LightningCLI):
             callbacks += checkpoint_callbacks(cfg.get("ckpt_every_minutes"), cfg.get("ckpt_every_n_steps"))
         if cfg.get("time_budget"):
             callbacks.append(TimeBudget(cfg.time_budget, from_process_start=True))
-        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+        if not cli_section(self, "trainer", default={}).get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         if cfg.trainer.logger is not False:  # False: the user turned logging off
             kwargs["logger"] = self.loggers(root / model_name / run_id, resume_step, smoke_test)
             if cfg.wandb and not smoke_test:
                 callbacks.append(WandbRunSetup())
-        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        trainer_config = {**cli_section(self, "trainer", default={}), **kwargs}
         try:
-            trainer = self._instantiate_trainer(trainer_config, callbacks)
+            trainer = cli_trainer(self, trainer_config, callbacks)
         except (ValueError, MisconfigurationException):
             if self.new_run_folder is not None:
                 shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
@@ -214,7 +224,7 @@ class CIFARCLI(LightningCLI):
     def loggers(self, run_dir: Path, resume_step: int | None, smoke_test: bool) -> list[Logger]:
         """The run's loggers (``loggers.run_loggers``): W&B unless ``--wandb false``, then the user's own."""
         cfg = self._cfg()
-        given = self._get(self.config_init, "trainer", default={}).get("logger")
+        given = cli_section(self, "trainer", default={}).get("logger")
         user = [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
         wandb = None
         if cfg.wandb and not smoke_test:
@@ -223,11 +233,8 @@ class CIFARCLI(LightningCLI):
             wandb = WandbOptions(plain_config(cfg.as_dict()), tags, cfg.get("wandb_project"), cfg.get("wandb_entity"))
         return run_loggers(run_dir, resume_step, smoke_test, wandb, user)
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit
-            self.exit_code = stop_code(self.trainer, stop)
+    def on_subcommand_exit(self, stop: SystemExit) -> None:  # Lightning ends a run stopped by a signal so
+        self.exit_code = stop_code(self.trainer, stop)
 
 
 def stop_code(trainer: Any, stop: SystemExit) -> int:

@@ -1,5 +1,5 @@
-"""Rank-zero side effects at the end of a run: the run's ``results.json`` and its exported model (the figures are
-``figures.py``).
+"""The run's ``results.json``, written on rank zero (``RunSummary``; the exported model is ``report/export.py``'s
+``ExportBest``, the figures ``report/figures.py``'s).
 
 ``results.json`` is read by other tools; its keys are stable (add keys, never rename them):
 
@@ -11,7 +11,7 @@
 - ``global_step``; ``resumed_from`` (the checkpoint fit resumed from, or null); ``interrupted``: null, or
   ``{"signal", "step", "epoch", "checkpoint"}`` when SIGINT/SIGTERM stopped the run
 - ``hardware``, ``estimate``, ``estimate_revised`` (null unless the steps changed cost, as progressive resizing's
-  do), ``time_budget_minutes`` (from ``timing.CostReport``, when the run has one);
+  do), ``time_budget_minutes`` (from ``estimate.CostReport``, when the run has one);
   ``test_seconds``; ``wall_seconds`` (process start to the last write)
 - ``train_images``, ``parts`` (a resumed run's totals: ``train_seconds`` and ``images_per_second`` cover every part);
   ``evaluates`` (a ``test`` run: the fit run it evaluated); ``tested_in`` (a fit run: where a later test ran)
@@ -19,22 +19,20 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from cifar_lightning.classifier import CIFAR10Classifier
-from cifar_lightning.export import EXPORT_FILE, ONNX_FILE, export_net, export_onnx
-from cifar_lightning.faults import GracefulStop
-from cifar_lightning.nets import count_parameters
-from cifar_lightning.runs import RESULTS_FILE, RunError, model_name, read_results, write_json_atomic
-from cifar_lightning.timing import CostReport, seconds_since_process_start
+from cifar_lightning.models.classifier import classifier
+from cifar_lightning.models.layers import count_parameters
+from cifar_lightning.run.budget import seconds_since_process_start
+from cifar_lightning.run.estimate import CostReport
+from cifar_lightning.run.runs import RESULTS_FILE, RunError, model_name, read_results, write_json_atomic
+from cifar_lightning.run.signals import GracefulStop
 
 
 def run_dir(trainer: L.Trainer) -> Path | None:
@@ -45,14 +43,6 @@ def run_dir(trainer: L.Trainer) -> Path | None:
         return Path(trainer.default_root_dir)
     folder = getattr(logger, "log_dir", None) or logger.save_dir
     return Path(folder) if folder else None
-
-
-def classifier(pl_module: L.LightningModule) -> CIFAR10Classifier:
-    """``pl_module`` as what these callbacks read (``net``, ``class_names``, ``test_confusion``), typed, so that a
-    renamed attribute fails type checking and here, instead of a figure or export silently going missing."""
-    if not isinstance(pl_module, CIFAR10Classifier):
-        raise TypeError(f"These callbacks need a CIFAR10Classifier; got {type(pl_module).__name__}.")
-    return pl_module
 
 
 def _metric(trainer: L.Trainer, key: str) -> float | None:
@@ -212,39 +202,3 @@ class RunSummary(L.Callback):
             "wall_seconds": round(seconds_since_process_start(), 1) or None,
         }
         write_json_atomic(folder / RESULTS_FILE, results)
-
-
-ExportFormats = Literal["all", "pt2", "none"]
-
-
-class ExportBest(L.Callback):
-    """Rank 0, after fit: exports the best checkpoint's network to ``<run>/model.pt2`` and, where the ``onnx``
-    package is installed, ``<run>/model.onnx`` (see ``export.py``).
-
-    Args:
-        formats: ``all`` (both files), ``pt2`` (no ONNX: its export takes about a second) or ``none``.
-    """
-
-    def __init__(self, formats: ExportFormats = "all") -> None:
-        self.formats = formats
-
-    @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        module, folder = classifier(pl_module), run_dir(trainer)
-        if folder is None or self.formats == "none":
-            return
-        net = copy.deepcopy(module.net)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
-        if best:  # the weights `train.py` tests, not the last epoch's
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-        meta = {"model_class": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}", "checkpoint": best}
-        classes, normalization = module.class_names, module.input_normalization
-        export_net(net, folder / EXPORT_FILE, classes, meta, normalization)
-        if self.formats != "all":
-            return
-        try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
-            export_onnx(net, folder / ONNX_FILE, classes, meta, normalization)
-        except Exception as err:
-            reason = (str(err).splitlines() or [""])[0]
-            rank_zero_warn(f"ONNX export skipped ({type(err).__name__}: {reason}); {EXPORT_FILE} is written.")

@@ -1,0 +1,1 @@
+"""Reporting: plots (pure functions), figures and W&B media, export, predict and compare."""
