@@ -235,12 +235,46 @@ class PoisonRank(L.Callback):
 
 
 class SignalInValidation(L.Callback):
-    """Sends ``signal_name`` to this process during the first validation of fit (not the sanity check)."""
+    """Sends ``signal_name`` to this process during the ``nth`` validation of fit (not counting the sanity check)."""
 
-    def __init__(self, signal_name: str = "SIGTERM") -> None:
-        self.signal_name, self.sent = signal_name, False
+    def __init__(self, signal_name: str = "SIGTERM", nth: int = 1) -> None:
+        self.signal_name, self.nth, self.seen, self.sent = signal_name, nth, 0, False
+
+    def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.seen += not trainer.sanity_checking
 
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if not trainer.sanity_checking and not self.sent:
+        if not trainer.sanity_checking and self.seen == self.nth and not self.sent:
             self.sent = True
             os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+class ZeroHead(L.Callback):
+    """Zeroes the network's last linear layer when training starts: with ``--model.lr 0`` every later validation then
+    scores at chance, below whatever the run reached before."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        head = [m for m in pl_module.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            for tensor in head.parameters():
+                tensor.zero_()
+
+
+class SignalInExport(L.Callback):
+    """Sends ``signal_name`` to this process as the export of the best network starts, once training is over (it
+    wraps ``report.export.export_net``, which ``ExportBest`` calls)."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        self.signal_name = signal_name
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from cifar_lightning.report import export
+
+        export_net = export.export_net
+
+        def signalled(*args: Any, **kwargs: Any) -> Any:
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            time.sleep(1.0)  # the signal is handled here, or it was ignored and the export goes on
+            return export_net(*args, **kwargs)
+
+        export.export_net = signalled

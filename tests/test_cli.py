@@ -143,6 +143,17 @@ def test_config_file_flag(batches_dir: Path, tmp_path: Path) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["hidden_sizes"] == [32]
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("precision", ["16-true", "bf16-true"])
+def test_true_half_precisions_train_both_models(model: str, precision: str, folder_dir: Path, tmp_path: Path) -> None:
+    """Lightning casts weights and the loaded batch to half; the DataModule's normalization makes float32 again
+    after it, which once ended the MLP in a dtype mismatch."""
+    assert main([*tiny_args(folder_dir, tmp_path, model), "--trainer.precision", precision]) == 0
+    [run] = run_dirs(tmp_path)
+    results = read_results(run)
+    assert results["precision"] == precision and results["test/acc"] is not None and results["val/acc_best"] > 0
+
+
 def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--model", "cnn", "--print_config"])
@@ -262,12 +273,17 @@ def test_diverging_loss_stops_at_once_with_the_step(
         ("--model.lrr", "0.1", "Option 'lrr' is not accepted (did you mean: lr?)"),
         ("--trainr.max_epochs", "2", "--trainr.max_epochs 2 (did you mean: --trainer.max_epochs,"),
         ("--model", None, "--model needs a name. Valid names: cnn"),
+        ("--model.optimizer", "muon", "invalid configuration: optimizer='muon' orthogonalizes convolution filters"),
+        ("--trainer.default_root_dir", "{tmp}/a_file", "a_file is not a folder: name a folder"),
+        ("--trainer.default_root_dir", "{tmp}/a_file/runs", "is not a folder ({tmp}/a_file is a file)"),
     ],
 )
 def test_bad_values_fail_before_training_with_one_message(
     flag: str, value: str | None, message: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
+    (tmp_path / "a_file").write_text("not a folder")
+    value, message = (None, message) if value is None else (value.format(tmp=tmp_path), message.format(tmp=tmp_path))
     if value is None:
         args.append(flag)  # the flag last, without its value
     elif flag in args:

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import struct
 import tarfile
 import urllib.error
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +21,7 @@ from helpers import make_images, quiet_trainer, tiny_args, write_batches, write_
 from PIL import Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier
-from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, MEAN, STD
+from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, CLASSES, MEAN, STD
 from cifar_lightning.data import sources
 from cifar_lightning.data.augment import PaddingMode, color_jitter, normalize, random_crop_flip
 from cifar_lightning.data.sampling import ShardedBatchSampler, _InMemory
@@ -376,7 +383,9 @@ def test_bad_image_is_named(folder_dir: Path, bad: str) -> None:
         Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(path)
     else:
         path.write_bytes(b"not an image")
-    with pytest.raises(DataError, match=f"{path}.*" + ("48x64 pixels" if bad == "size" else "Remove or replace")):
+    with pytest.raises(
+        DataError, match=f"{path}.*" + ("48x64 pixels" if bad == "size" else "Replace it with a good copy")
+    ):
         CIFAR10DataModule(data_dir=str(folder_dir)).prepare_data()
     assert not list(folder_dir.glob(".cache/*"))
 
@@ -436,16 +445,25 @@ def test_alternate_flip_mirrors_each_image_every_other_epoch(batches_dir: Path) 
     assert torch.equal(dm.transform(batch, train=True), dm.transform(batch, train=False))  # no second, random flip
 
 
-def test_unreadable_data_dir_is_one_clear_message(folder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    listdir = Path.iterdir
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("", r"data_dir .* is not readable: check its permissions"),
+        ("train/cat", r"Could not list the folder .*/train/cat .*check its permissions"),
+    ],
+)
+def test_an_unreadable_folder_is_one_clear_message(
+    where: str, message: str, folder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listdir, denied_dir = Path.iterdir, folder_dir / where if where else folder_dir
 
     def denied(self: Path):  # type: ignore[no-untyped-def]
-        if self == folder_dir:  # what a folder without read permission does (tests may run as root)
+        if self == denied_dir:  # what a folder without read permission does (tests may run as root)
             raise PermissionError(13, "Permission denied", str(self))
         return listdir(self)
 
     monkeypatch.setattr(Path, "iterdir", denied)
-    with pytest.raises(DataError, match=r"data_dir .* is not readable: check its permissions"):
+    with pytest.raises(DataError, match=message):
         CIFAR10DataModule(data_dir=str(folder_dir)).prepare_data()
 
 
@@ -456,3 +474,359 @@ def test_unwritable_cache_dir_is_one_clear_message(folder_dir: Path, tmp_path: P
     with pytest.raises(DataError, match=r"Could not write the data cache .*Pass a writable folder as --data.cache_dir"):
         dm.prepare_data()
     assert blocker.read_text().startswith("a file")  # nothing half-written
+
+
+# ---- issue 30: image modes, batch rows against labels, data behind symlinks ----
+
+_RNG = np.random.default_rng(30)
+_G8 = _RNG.integers(0, 256, (32, 32), dtype=np.uint8)
+_A8 = _RNG.integers(0, 256, (32, 32), dtype=np.uint8)
+_RGB8 = _RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+_G16 = _RNG.integers(0, 65536, (32, 32, 4)).astype(np.uint16)  # up to four 16-bit channels
+_PALETTE = _RNG.integers(0, 256, (256, 3), dtype=np.uint8)
+
+
+def _grey(values: np.ndarray) -> np.ndarray:
+    return np.repeat(values[..., None], 3, axis=-1)
+
+
+def _png_bytes(array: np.ndarray, color_type: int) -> bytes:
+    """A PNG written by hand: Pillow cannot write 16-bit colour, which cameras and scanners do.
+
+    ``array``: ``(32, 32, channels)`` uint16; ``color_type``: 0 grey, 2 RGB, 4 grey + alpha, 6 RGBA (PNG's codes).
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = array.astype(">u2").reshape(len(array), -1).view(np.uint8)
+    body = b"".join(b"\0" + row.tobytes() for row in rows)  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", array.shape[1], array.shape[0], 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b"")
+
+
+def _raw(mode: str, array: np.ndarray) -> Image.Image:
+    return Image.frombytes(mode, (32, 32), np.ascontiguousarray(array).tobytes())
+
+
+def _palette(mode: str, array: np.ndarray) -> Image.Image:
+    image = _raw(mode, array)
+    image.putpalette(_PALETTE.tobytes())
+    return image
+
+
+def _ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """JFIF's YCbCr (what JPEG and TIFF use) to RGB, in floating point."""
+    y, cb, cr = (ycc[..., i].astype(float) for i in range(3))
+    rgb = np.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)])
+    return np.clip(np.rint(rgb), 0, 255).transpose(1, 2, 0)
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """Naive CMYK, without a colour profile (as Pillow and browsers convert one that has none)."""
+    ink = cmyk.astype(float)
+    return np.rint((255 - ink[..., :3]) * (255 - ink[..., 3:]) / 255)
+
+
+def _lab_grey_to_srgb(lightness: np.ndarray) -> np.ndarray:
+    """The sRGB grey of CIE L* (0..255 for 0..100) with a = b = 0: neutral, so no white-point adaptation enters."""
+    big_l = lightness.astype(float) * 100 / 255
+    y = np.where(big_l > 8, ((big_l + 16) / 116) ** 3, big_l / 903.3)
+    return _grey(np.where(y <= 0.0031308, 12.92 * y, 1.055 * y ** (1 / 2.4) - 0.055) * 255)
+
+
+_CMYK = _RNG.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+_YCC = _RNG.integers(64, 192, (32, 32, 3), dtype=np.uint8)  # away from the edges, where RGB would clip
+_FLOAT = _RNG.random((32, 32), dtype=np.float32)
+
+# case: (what to write: an image Pillow saves or the bytes of a file, the file suffix, the 8-bit RGB it must give,
+# the tolerance). The image is opened in the mode named by the case (checked by the test).
+_MODE_CASES: dict[str, tuple[Image.Image | bytes, str, np.ndarray, int]] = {
+    "1": (Image.fromarray(_G8 > 127), ".png", _grey(np.where(_G8 > 127, 255, 0)), 0),
+    "L": (Image.fromarray(_G8), ".png", _grey(_G8), 0),
+    "LA": (Image.fromarray(np.stack([_G8, _A8], -1)), ".png", _grey(_G8), 0),  # alpha dropped, colour kept
+    "P": (_palette("P", _G8), ".png", _PALETTE[_G8], 0),
+    "P+transparency": (_palette("P", _G8), ".png", _PALETTE[_G8], 0),  # saved with a tRNS of per-entry alpha
+    "PA": (_palette("PA", np.stack([_G8, _A8], -1)), ".tif", _PALETTE[_G8], 0),
+    "RGB": (Image.fromarray(_RGB8), ".png", _RGB8, 0),
+    "RGBA": (Image.fromarray(np.dstack([_RGB8, _A8])), ".png", _RGB8, 0),
+    "CMYK": (_raw("CMYK", _CMYK), ".tif", _cmyk_to_rgb(_CMYK), 1),
+    "YCbCr": (_raw("YCbCr", _YCC), ".tif", _ycbcr_to_rgb(_YCC), 1),
+    # Raw LAB bytes are TIFF's: a* and b* signed, 0 neutral. 8-bit L* is coarser than sRGB in the mid-tones:
+    # littlecms lands within 2 of the exact grey.
+    "LAB": (_raw("LAB", np.dstack([_G8, np.zeros((32, 32, 2), np.uint8)])), ".tif", _lab_grey_to_srgb(_G8), 2),
+    "I;16": (Image.fromarray(_G16[..., 0]), ".png", _grey(_G16[..., 0] >> 8), 1),
+    "I;16B": (_raw("I;16B", _G16[..., 0].astype(">u2")), ".tif", _grey(_G16[..., 0] >> 8), 1),
+    "I": (Image.fromarray(_G16[..., 0].astype(np.int32)), ".tif", _grey(_G16[..., 0] >> 8), 1),
+    "F": (Image.fromarray(_FLOAT), ".tif", _grey(np.rint(_FLOAT * 255)), 1),
+    "RGB 16-bit": (_png_bytes(_G16[..., :3], 2), ".png", _G16[..., :3] >> 8, 1),
+    "RGBA 16-bit": (_png_bytes(_G16, 6), ".png", _G16[..., :3] >> 8, 1),
+    "LA 16-bit": (_png_bytes(_G16[..., :2], 4), ".png", _grey(_G16[..., 0] >> 8), 1),
+}
+
+
+def _one_image_folder(root: Path, write: Callable[[Path], None], suffix: str) -> Path:
+    """An image folder whose first image, train/airplane/0000 (and test/airplane/0000), is written by ``write``."""
+    write_folder(root, train_per_class=1, test_per_class=1)
+    for split in ("train", "test"):
+        (root / split / "airplane" / "0000.png").unlink()
+        write(root / split / "airplane" / f"0000{suffix}")
+    return root
+
+
+def _save(image: Image.Image | bytes, case: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        if isinstance(image, bytes):
+            path.write_bytes(image)
+        elif case == "P+transparency":
+            image.save(path, transparency=_A8.flatten()[:256].tobytes())
+        else:
+            image.save(path)
+
+    return write
+
+
+@pytest.mark.parametrize("case", list(_MODE_CASES))
+def test_every_image_mode_decodes_to_its_8bit_rgb(tmp_path: Path, case: str) -> None:
+    """Issue 30: a 16-bit PNG came out 99.6% white; every mode Pillow opens gives its own pixels in 8-bit RGB."""
+    image, suffix, expected, tolerance = _MODE_CASES[case]
+    root = _one_image_folder(tmp_path / "d", _save(image, case), suffix)
+    with Image.open(root / "train" / "airplane" / f"0000{suffix}") as opened:  # the mode the case is named after
+        assert opened.mode == case.split(" ")[0].split("+")[0] or case.endswith("16-bit")
+    for split in ("train", "test"):
+        decoded = sources.load_split(root, split, tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
+        error = np.abs(decoded.astype(float) - expected).max()
+        assert error <= tolerance, f"{case} ({split}): off by up to {error:.0f} of 255"
+
+
+_UNFAITHFUL: dict[str, tuple[Image.Image, str, str]] = {
+    "I beyond 16 bits": (Image.fromarray(np.full((32, 32), 70_000, np.int32)), ".tif", r"mode I .*70000"),
+    "I negative": (Image.fromarray(np.full((32, 32), -5, np.int32)), ".tif", r"mode I .*-5"),
+    "F beyond 0..1": (Image.fromarray(np.full((32, 32), 2.5, np.float32)), ".tif", r"mode F .*2\.5"),
+    "F not finite": (Image.fromarray(np.full((32, 32), np.nan, np.float32)), ".tif", r"mode F .*nan"),
+    # 16-bit with every value below 256: black as 16-bit, an image as 8-bit; which one the file means is unknowable
+    "I;16 of 8-bit values": (Image.fromarray(_G8.astype(np.uint16)), ".png", r"mode I;16 .*below 256"),
+}
+
+
+@pytest.mark.parametrize("case", list(_UNFAITHFUL))
+def test_image_modes_without_a_faithful_8bit_form_are_refused(tmp_path: Path, case: str) -> None:
+    image, suffix, message = _UNFAITHFUL[case]
+    root = _one_image_folder(tmp_path / "d", image.save, suffix)
+    path = root / "train" / "airplane" / f"0000{suffix}"
+    with pytest.raises(DataError, match=f"{path} .*{message}") as err:
+        CIFAR10DataModule(data_dir=str(root)).prepare_data()
+    assert "\n" not in str(err.value) and not list(root.glob(".cache/*"))
+
+
+def test_a_cache_decoded_by_the_version_before_the_mode_fix_is_not_reused(tmp_path: Path) -> None:
+    """The version before decoded 16-bit images as white and cached them; after the fix they are decoded again."""
+
+    def fingerprint_before(data_dir: Path, split: str) -> str:  # sources.fingerprint as it was before issue 30
+        digest = hashlib.sha1(f"folder:{split}".encode())
+        for dirpath, dirnames, filenames in os.walk(data_dir / split):
+            dirnames.sort()
+            for name in sorted(filenames):
+                stat = os.stat(os.path.join(dirpath, name))
+                rel = os.path.relpath(dirpath, data_dir / split)
+                digest.update(f"{rel}/{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+
+    image, suffix, expected, _ = _MODE_CASES["I;16"]
+    root = _one_image_folder(tmp_path / "d", _save(image, "I;16"), suffix)
+    white = torch.full((20, 3, 32, 32), 255, dtype=torch.uint8)
+    labels = torch.arange(10).repeat_interleave(2)
+    (root / ".cache").mkdir()
+    old = {"images": white, "labels": labels, "crc32": torch.tensor(sources._checksum(white, labels))}
+    torch.save(old, root / ".cache" / f"train-folder-{fingerprint_before(root, 'train')}.pt")
+    decoded = sources.load_split(root, "train", root / ".cache")[0][0].permute(1, 2, 0).numpy()
+    assert np.abs(decoded.astype(float) - expected).max() <= 1, "the white cache of the version before was loaded"
+    assert len(list((root / ".cache").glob("train-*.pt"))) == 1  # the old cache is gone
+
+
+def _rewrite_batch(path: Path, change: Callable[[dict], object]) -> None:
+    path.write_bytes(pickle.dumps(change(pickle.loads(path.read_bytes()))))
+
+
+def _with(entry: dict, **changes: object) -> dict:
+    return entry | changes
+
+
+_BATCH_FAULTS: dict[str, tuple[Callable[[dict], object], str]] = {
+    "one row more than labels": (lambda e: _with(e, data=np.concatenate([e["data"], e["data"][:1]])), r"rows but"),
+    "one row short": (lambda e: _with(e, data=e["data"][:-1]), r"rows but"),
+    "rows of the wrong width": (lambda e: _with(e, data=e["data"][:, :-1]), r"shape \(\d+, 3071\)"),
+    "pixels beyond 8 bits": (lambda e: _with(e, data=e["data"].astype(np.int16) * 2), r"int16 pixel values"),
+    "float pixels": (lambda e: _with(e, data=e["data"] / 255), r"float64 pixel values"),
+    "a label out of range": (lambda e: _with(e, labels=[10, *e["labels"][1:]]), r"labels from \d+ to 10"),
+    "labels that are not integers": (lambda e: _with(e, labels=[float(y) for y in e["labels"]]), r"float64 labels"),
+    "no labels": (lambda e: {k: v for k, v in e.items() if k != "labels"}, r"no 'labels' entry"),
+    "not a dict": (lambda e: [e["data"], e["labels"]], r"holds a list"),
+}
+
+
+@pytest.mark.parametrize("name", ["data_batch_3", "test_batch"])
+@pytest.mark.parametrize("fault", list(_BATCH_FAULTS))
+def test_a_batch_whose_rows_and_labels_disagree_is_named(batches_dir: Path, fault: str, name: str) -> None:
+    """Issue 30: a row more than labels trained with misaligned labels; a row short ended in an IndexError."""
+    change, message = _BATCH_FAULTS[fault]
+    path = batches_dir / BATCHES_DIR / name
+    _rewrite_batch(path, change)
+    with pytest.raises(DataError, match=f"{path} .*{message}") as err:
+        sources.load_split(batches_dir, "train" if name.startswith("data") else "test", batches_dir / ".cache")
+    assert "\n" not in str(err.value) and not re.search(r"\b(delete|remove)\b", str(err.value), re.IGNORECASE)
+
+
+def test_train_py_stops_on_misaligned_labels_with_one_line(
+    batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = batches_dir / BATCHES_DIR / "data_batch_2"
+    _rewrite_batch(path, _BATCH_FAULTS["one row more than labels"][0])
+    assert main(tiny_args(batches_dir, tmp_path / "out")) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert f"{path} holds 21 image rows but 20 labels" in line
+
+
+def _bytes_keys(entry: dict) -> dict:
+    return {key.encode(): value for key, value in entry.items()}
+
+
+@pytest.mark.parametrize("layout", ["batches", "archive"])
+def test_batches_with_bytes_keys_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """What ``pickle.load(f, encoding="bytes")`` gives, re-saved: b'data' and b'labels' (issue 30)."""
+    root = write_batches(tmp_path / "d")
+    for path in (root / BATCHES_DIR).iterdir():
+        _rewrite_batch(path, _bytes_keys)
+    if layout == "archive":
+        with tarfile.open(tmp_path / ARCHIVE_NAME, "w:gz") as tar:
+            tar.add(root / BATCHES_DIR, arcname=BATCHES_DIR)
+        shutil.rmtree(root / BATCHES_DIR)
+        shutil.move(tmp_path / ARCHIVE_NAME, root / ARCHIVE_NAME)
+        monkeypatch.setattr(sources, "ARCHIVE_MD5", sources.md5sum(root / ARCHIVE_NAME))
+    dm = CIFAR10DataModule(data_dir=str(root), val_split=0)
+    dm.prepare_data()
+    for split, (per_class, seed) in {"train": (10, 1), "test": (4, 2)}.items():
+        images, labels = sources.load_split(root, split, root / ".cache")  # type: ignore[arg-type]
+        expected, expected_labels = make_images(per_class, seed)
+        assert torch.equal(images, torch.from_numpy(expected).permute(0, 3, 1, 2))
+        assert labels.tolist() == expected_labels.tolist()
+
+
+def _damage(kind: str, root: Path) -> None:
+    """Breaks ``root`` (an image folder, or pickled batches for "batch" and "archive") as ``kind`` says."""
+    if kind == "batch":
+        (root / BATCHES_DIR / "data_batch_1").write_bytes(b"\x80\x04 truncated")
+    elif kind == "archive":
+        with tarfile.open(root / ARCHIVE_NAME, "w:gz") as tar:
+            tar.add(root / BATCHES_DIR, arcname=BATCHES_DIR)
+        shutil.rmtree(root / BATCHES_DIR)
+    elif kind == "image":
+        (root / "train" / "cat" / "0003.png").write_bytes(b"not an image")
+    elif kind == "image size":
+        Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(root / "train" / "cat" / "0003.png")
+    else:
+        (root / "train" / "kitten").mkdir()
+
+
+@pytest.mark.parametrize("kind", ["batch", "archive", "image", "image size", "class folders"])
+def test_no_message_tells_the_user_to_delete_their_data(tmp_path: Path, kind: str) -> None:
+    """Issue 30: a batch file that could not be read said "delete cifar-10-batches-py", which is the user's data."""
+    root = write_batches(tmp_path / "d") if kind in ("batch", "archive") else write_folder(tmp_path / "d")
+    _damage(kind, root)
+    with pytest.raises(DataError) as err:
+        CIFAR10DataModule(data_dir=str(root)).prepare_data()
+    assert not re.search(r"\b(delete|remove)\b", str(err.value), re.IGNORECASE), str(err.value)
+
+
+def _write_bmp_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """train/<class>/NNNN.bmp: uncompressed, so every file is the same size whatever its pixels."""
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        path = root / "train" / CLASSES[label] / f"{i:04d}.bmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    return root
+
+
+def _same_times(root: Path) -> None:
+    """Every file gets one modification time, as copies made with ``cp -p`` or ``rsync -a`` can share."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+
+
+def _point(link: Path, target: Path) -> None:
+    link.unlink(missing_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def _link_data(data: Path, source: Path, at: str) -> None:
+    """Makes ``data`` show ``source`` through symbolic links: the split folder, each class folder, or each file."""
+    top = BATCHES_DIR if at == "batches" else "train"
+    if at in ("batches", "split"):
+        _point(data / top, source / top)
+        return
+    for class_dir in sorted((source / "train").iterdir()):
+        if at == "class":
+            _point(data / "train" / class_dir.name, class_dir)
+        else:
+            for file in class_dir.iterdir():
+                _point(data / "train" / class_dir.name / file.name, file)
+
+
+@pytest.mark.parametrize("at", ["split", "class", "file", "batches"])
+def test_repointing_a_symlink_invalidates_the_cache(tmp_path: Path, at: str) -> None:
+    """Issue 30: class folders that were links, pointed at other folders, gave the old folders' cached pixels."""
+    images, labels = make_images(2, seed=1)
+    first, second = images, 255 - images  # the same sizes and times, other pixels
+    if at == "batches":
+        write_batches(tmp_path / "a")
+        write_batches(tmp_path / "b")
+        for path in (tmp_path / "b" / BATCHES_DIR).glob("*_batch*"):
+            _rewrite_batch(path, lambda e: _with(e, data=255 - e["data"]))
+    else:
+        _write_bmp_folder(tmp_path / "a", first, labels)
+        _write_bmp_folder(tmp_path / "b", second, labels)
+    _same_times(tmp_path / "a")
+    _same_times(tmp_path / "b")
+    data = tmp_path / "data"
+    _link_data(data, tmp_path / "a", at)
+    before = sources.load_split(data, "train", tmp_path / "cache")[0]
+    _link_data(data, tmp_path / "b", at)
+    after = sources.load_split(data, "train", tmp_path / "cache")[0]
+    assert torch.equal(after, 255 - before), "the cache of the folders the links pointed at before was loaded"
+
+
+@pytest.mark.parametrize("at", ["batches", "train", "test", "archive", "class", "file"])
+def test_a_dangling_symlink_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: str) -> None:
+    """A link whose target is gone (an unmounted disk) is said, not taken for missing data to download or skip."""
+
+    def no_download(data_dir: Path) -> None:
+        raise AssertionError(f"downloaded into {data_dir}")
+
+    monkeypatch.setattr(sources, "download", no_download)
+    data = tmp_path / "data"
+    if at in ("class", "file", "test"):
+        write_folder(data, test_per_class=None)
+    link = {
+        "batches": data / BATCHES_DIR,
+        "train": data / "train",
+        "test": data / "test",
+        "archive": data / ARCHIVE_NAME,
+        "class": data / "train" / "cat",
+        "file": data / "train" / "cat" / "0013.png",
+    }[at]
+    shutil.rmtree(link, ignore_errors=True)
+    _point(link, tmp_path / "unmounted" / "target")
+    with pytest.raises(DataError, match=f"{link} is a symbolic link to .*unmounted/target, which cannot be followed"):
+        dm = CIFAR10DataModule(data_dir=str(data), val_split=10)
+        dm.prepare_data()
+        dm.setup()
+
+
+def test_a_link_loop_inside_the_data_does_not_hang(folder_dir: Path) -> None:
+    """Following links (to see them re-pointed) must not follow a loop forever (a guard for the fix of issue 30)."""
+    for name in ("cat", "dog"):
+        (folder_dir / "train" / name / "loop").symlink_to(folder_dir / "train")
+    assert len(sources.load_split(folder_dir, "train", folder_dir / ".cache")[1]) == 100
+    assert len(sources.fingerprint(folder_dir, "train")) == 16

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
+import threading
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,3 +155,151 @@ def test_failed_onnx_export_warns_and_the_run_still_succeeds(
         assert main([*tiny_args(folder_dir, tmp_path, "mlp"), "--export", "all"]) == 0
     [run] = run_dirs(tmp_path)
     assert (run / "model.pt2").is_file() and not (run / "model.onnx").exists()
+
+
+def write_huge_png(path: Path, width: int, height: int) -> None:
+    """A black 1-bit PNG of any size, compressed row by row: a few KB on disk whatever its pixel count."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # the filter byte, then the packed pixels
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def write_pngs(folder: Path, count: int, seed: int = 9) -> list[Path]:
+    paths = []
+    for i, image in enumerate(make_images(1, seed=seed)[0][:count]):
+        paths.append(folder / f"img{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def bad_image(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One file predict cannot classify, of the given kind."""
+    path = tmp_path / f"bad_{kind}.png"
+    if kind == "huge":  # 200 Mpx: over twice PIL's limit, where Image.open raises DecompressionBombError
+        write_huge_png(path, 20_000, 10_000)
+    elif kind == "over_limit":  # between the limit and twice it PIL only warns, then decodes it all
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "truncated":
+        Image.fromarray(make_images(1, seed=3)[0][0]).save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "not_image":
+        path.write_text("name,label\ncat.png,3\n")
+    elif kind == "unreadable":  # chmod does not stop root: PIL's open is made to fail as it would for anyone else
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+        real_open = Image.open
+
+        def refuse(fp: Any, *args: Any, **kwargs: Any) -> Image.Image:
+            if Path(fp) == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(fp, *args, **kwargs)
+
+        monkeypatch.setattr(Image, "open", refuse)
+    return path  # "missing": never written
+
+
+@pytest.mark.parametrize("kind", ["huge", "over_limit", "folder", "missing", "truncated", "not_image", "unreadable"])
+def test_predict_names_a_bad_image_in_one_line_and_predicts_the_rest(
+    kind: str, trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = write_pngs(tmp_path, 2)
+    bad = bad_image(kind, tmp_path, monkeypatch)
+    assert predict.main([str(trained_run / "model.pt2"), str(first), str(bad), str(second)]) == 1
+    captured = capsys.readouterr()
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == [str(first), str(second)]
+    [line] = captured.err.splitlines()  # one line, no traceback
+    assert line.startswith("error: ") and str(bad) in line and "skipped" in line
+    if kind == "huge":
+        assert "20000x10000" in line
+
+
+def test_predict_does_not_wait_on_a_pipe(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A named pipe (or other non-file) given as an image: opening it would block until something writes to it."""
+    [image] = write_pngs(tmp_path, 1)
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    result: list[int] = []
+    worker = threading.Thread(
+        target=lambda: result.append(predict.main([str(trained_run / "model.pt2"), str(pipe), str(image)])), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=30)
+    blocked = worker.is_alive()
+    if blocked:  # let the reader stuck in open() go, so the thread ends with the test
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+    assert not blocked and result == [1]
+    assert f"error: cannot read {pipe}: not a regular file; skipped" in capsys.readouterr().err
+
+
+def test_predict_reads_16_bit_images_like_8_bit_ones(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 16-bit grayscale PNG (values 0..65535) holds the same picture as its 8-bit copy: same prediction."""
+    gray = np.asarray(Image.fromarray(make_images(1, seed=4)[0][3]).convert("L"))
+    eight, sixteen = tmp_path / "eight.png", tmp_path / "sixteen.png"
+    Image.fromarray(gray).save(eight)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I;16")
+    assert predict.main([str(trained_run / "model.pt2"), str(eight), str(sixteen)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].removeprefix(f"{eight}: ") == lines[1].removeprefix(f"{sixteen}: ")
+
+
+def test_predict_classifies_many_images_a_batch_at_a_time(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of images must not become one batch: the model's activations for all of them would not fit."""
+    paths = write_pngs(tmp_path, 5)
+    sizes: list[int] = []
+    real_predict = predict.predict
+
+    def counting(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(images))
+        return real_predict(model, images)
+
+    monkeypatch.setattr(predict, "predict", counting)
+    monkeypatch.setattr(predict, "BATCH_SIZE", 2, raising=False)
+    assert predict.main([str(trained_run / "model.pt2"), *map(str, paths)]) == 0
+    assert sizes == [2, 2, 1]
+    assert [line.split(": ")[0] for line in capsys.readouterr().out.splitlines()] == list(map(str, paths))
+
+
+def test_predict_refuses_an_onnx_model_and_names_the_pt2(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx_file = trained_run / "model.onnx"
+    if not onnx_file.is_file():
+        pytest.skip("model.onnx is written only where onnx and onnxscript are installed")
+    [image] = write_pngs(tmp_path, 1)
+    assert predict.main([str(onnx_file), str(image)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: {onnx_file}") and "ONNX" in line and "truncated" not in line
+    assert f"{trained_run / 'model.pt2'}" in line and not captured.out
+
+
+def test_predict_given_a_run_folder_names_the_model_inside(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [image] = write_pngs(tmp_path, 1)
+    assert predict.main([str(trained_run), str(image)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {trained_run} is a run folder") and str(trained_run / "model.pt2") in line
+
+
+def test_predict_given_an_image_first_says_the_model_comes_first(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [image] = write_pngs(tmp_path, 1)
+    assert predict.main([str(image), str(trained_run / "model.pt2")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {image} is an image, not a model: the model comes first")

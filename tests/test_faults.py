@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from cifar_lightning.models.classifier import CIFAR10Classifier
 from cifar_lightning.run.checkpoints import AtomicCheckpointIO
 from cifar_lightning.run.cli import main
 from cifar_lightning.run.loggers import wandb_run_id
+from cifar_lightning.run.runs import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -191,7 +193,16 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     return data, out, run
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "other_model", "missing"])
+def damage_a_tensor(good: Path, bad: Path) -> None:
+    """A copy of the checkpoint ``good`` with one byte flipped in the middle of its largest tensor (not truncated)."""
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    data[record.header_offset + 100 + record.file_size // 2] ^= 0xFF  # past the local header, inside the tensor
+    bad.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "damaged", "other_model", "missing"])
 def test_bad_ckpt_path_is_one_clear_message(
     kind: str, finished_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,6 +213,8 @@ def test_bad_ckpt_path_is_one_clear_message(
         bad.write_bytes(b"not a checkpoint" * 64)
     elif kind == "truncated":
         bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "damaged":
+        damage_a_tensor(good, bad)
     model = "cnn" if kind == "other_model" else "mlp"
     ckpt = good if kind == "other_model" else bad
     capsys.readouterr()
@@ -211,6 +224,7 @@ def test_bad_ckpt_path_is_one_clear_message(
     expected = {
         "garbage": "not a PyTorch checkpoint",
         "truncated": "not a PyTorch checkpoint",
+        "damaged": "fails its CRC check",
         "other_model": "MLPClassifier with other weights",
         "missing": "no such file",
     }
@@ -235,6 +249,79 @@ def test_resuming_a_finished_run_changes_nothing_and_more_epochs_train_on(
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 3 * STEPS_PER_EPOCH and results["val/acc_best"] is not None
     assert run_dirs(out) == [run]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("metrics.csv:binary", "metrics.csv is damaged after 0 readable rows (UnicodeDecodeError)"),
+        ("metrics.csv:text", "metrics.csv is damaged after"),
+        ("results.json:truncated", "results.json is not readable JSON"),
+    ],
+)
+def test_a_damaged_run_file_refuses_the_resume_in_one_line_and_keeps_it(
+    damage: str, message: str, folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The files a resume reads back (metrics.csv's earlier rows, results.json) are refused by name, before
+    training, not met later as a raw traceback or silently rewritten; with the damaged file moved aside the run
+    resumes (or says there is nothing left to train)."""
+    args = tiny_args(folder_dir, tmp_path, "mlp", epochs=2)
+    assert main([*args, *signal_at(7, "SIGTERM")]) == 143
+    [run] = run_dirs(tmp_path)
+    name, kind = damage.split(":")
+    path = run / name
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "text":
+        path.write_text(path.read_text().replace("\n1,", "\nnot-a-step,", 1) + "0,0,oops\n")
+    else:
+        path.write_text(path.read_text()[:20])
+    damaged = path.read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot resume {run}: ") and message in err and err.count("\n") == 0
+    assert path.read_bytes() == damaged  # nothing rewritten
+    path.rename(path.with_suffix(".damaged"))
+    assert main([*args, "--ckpt_path", "last"]) == 0
+    assert read_results(run)["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+def test_a_finished_run_without_its_results_file_has_nothing_to_resume(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tiny_args(folder_dir, tmp_path, "mlp", epochs=2)
+    assert main(args) == 0
+    [run] = run_dirs(tmp_path)
+    (run / "results.json").unlink()
+    capsys.readouterr()
+    assert main([*args, "--ckpt_path", "last"]) == 0
+    assert "Nothing to resume" in capsys.readouterr().out and not (run / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("phase", "stop", "code"),
+    [
+        ("training", ["--trainer.callbacks+=helpers.SignalAt", "--trainer.callbacks.step", "12"], 143),
+        ("validation", ["--trainer.callbacks+=helpers.SignalInValidation", "--trainer.callbacks.nth", "2"], 143),
+        ("between fits", [], 0),
+    ],
+)
+def test_val_acc_best_survives_a_resume_from_any_phase(
+    phase: str, stop: list[str], code: int, folder_dir: Path, tmp_path: Path
+) -> None:
+    """The running maximum is the run's, not the resumed part's: after the resume the weights score at chance
+    (``ZeroHead`` with ``lr 0``), and val/acc_best, in metrics.csv and results.json, stays the earlier best."""
+    assert main([*tiny_args(folder_dir, tmp_path, "mlp", epochs=3), *stop]) == code
+    [run] = run_dirs(tmp_path)
+    before = [float(r["val/acc"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/acc")]
+    resume = ["--ckpt_path", "last", "--model.lr", "0", "--trainer.callbacks+=helpers.ZeroHead"]
+    assert main([*tiny_args(folder_dir, tmp_path, "mlp", epochs=4), *resume]) == 0
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/acc")]
+    assert len(rows) > len(before) and float(rows[-1]["val/acc"]) < max(before), "the resumed weights must score lower"
+    best = [float(r["val/acc_best"]) for r in rows]
+    assert best == [max(float(r["val/acc"]) for r in rows[: i + 1]) for i in range(len(rows))], phase
+    assert read_results(run)["val/acc_best"] == pytest.approx(max(before), abs=1e-4)
 
 
 def test_ctrl_c_during_test_exits_130_and_keeps_the_finished_fit(
@@ -337,21 +424,49 @@ def test_ctrl_c_during_the_export_keeps_the_finished_run(
     assert json.loads((run / "results.json").read_text()) == results
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_after_training_stops_a_process_started_with_ctrl_c_ignored(
+    name: str, code: int, folder_dir: Path, tmp_path: Path
+) -> None:
+    """A job started in the background (`train.py ... &`) begins with SIGINT ignored, and Lightning's SIGTERM handler
+    only records the signal: neither may let a signal during the export go unheard, then test and exit 0."""
+    args = [*tiny_args(folder_dir, tmp_path, "mlp"), "--trainer.callbacks+=helpers.SignalInExport"]
+    args += ["--trainer.callbacks.signal_name", name]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        env=subprocess_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
+    assert done.returncode == code, done.stderr[-1500:]
+    [run] = run_dirs(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["val/acc_best"] is not None and results["test/acc"] is None  # fit kept, no test after the stop
+    assert "after training, while exporting" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "damaged"])
 def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
     kind: str, finished_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder_dir, out, run = finished_run
     bad = tmp_path / "bad.ckpt"
+    good = run / "checkpoints" / "last.ckpt"
     if kind == "truncated":
-        good = run / "checkpoints" / "last.ckpt"
         bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "damaged":
+        damage_a_tensor(good, bad)
     else:
         bad.write_bytes(b"\x00" * 1000)
     capsys.readouterr()
     assert main(["test", *tiny_args(folder_dir, out, "mlp"), "--ckpt_path", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: --ckpt_path {bad} is not a PyTorch checkpoint (damaged or truncated, or another format)."
+    if kind == "damaged":
+        assert err.startswith(f"error: --ckpt_path {bad} is damaged") and "CRC" in err and err.count("\n") == 0
+    else:
+        assert err == f"error: --ckpt_path {bad} is not a PyTorch checkpoint (damaged or truncated, or another format)."
 
 
 def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path, tmp_path: Path) -> None:

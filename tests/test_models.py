@@ -70,6 +70,16 @@ def test_training_max_pool_equals_torch_and_keeps_less_for_backward(dtype: torch
     assert torch.equal(MaxPool2x2().eval()(x), torch.nn.functional.max_pool2d(x, 2))
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_a_checkpoint_holds_the_model_and_not_much_more(name: str, tmp_path: Path) -> None:
+    """The default models' saved weights are about their tensors' size: a buffer that is a view of a larger one (the
+    MLP's 3,072 x 256 whitening, once cut from a 3,072 x 3,072 identity) would save the whole storage it views."""
+    model = {"mlp": MLPClassifier, "cnn": CNNClassifier}[name]()
+    tensor_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    assert (tmp_path / "weights.pt").stat().st_size < 1.05 * tensor_bytes + 100_000
+
+
 def test_mlp_has_the_parameters_its_sizes_say() -> None:
     # bias-free linear layers before batch norm (weight and shift), then a linear head with a bias
     expected = 3072 * 32 + 2 * 32 + 32 * 16 + 2 * 16 + 16 * 10 + 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,9 @@ def test_compare_prints_a_table_and_writes_one_png(tmp_path: Path, capsys: pytes
         ("results.json", b"[1, 2]"),
         ("metrics.csv", b"epoch,step,val/acc\n0,4,high\n"),
         ("metrics.csv", b"step,val/acc\n4,0.5\n"),
+        ("results.json", b'{"model": "mlp", "parameters": "many"}'),  # values a table or a bar cannot hold
+        ("results.json", b'{"model": "mlp", "test/acc": [0.5]}'),
+        ("results.json", b'{"model": "mlp", "val/acc_best": true}'),
     ],
 )
 def test_compare_names_a_damaged_run_file(
@@ -172,3 +176,100 @@ def test_compare_names_a_damaged_run_file(
     assert compare.main([str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {run / name}") and ("damaged" in err or "not a results file" in err)
+
+
+def two_runs(tmp_path: Path) -> list[str]:
+    out = tmp_path / "runs"
+    return [
+        str(write_finished_run(out / "mlp" / "1", "mlp", 0.6, None)),
+        str(write_finished_run(out / "cnn" / "2", "cnn", 0.9, 0.8)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("out", "written", "magic"),
+    [
+        ("figs", "figs/comparison.png", b"\x89PNG"),  # an existing folder: the figure goes inside it
+        ("new/", "new/comparison.png", b"\x89PNG"),  # a trailing slash names a folder to create
+        ("a/b/fig.png", "a/b/fig.png", b"\x89PNG"),  # missing parents are created
+        ("fig.PDF", "fig.PDF", b"%PDF"),
+        ("fig.svg", "fig.svg", b"<?xml"),
+        ("old.png", "old.png", b"\x89PNG"),  # an existing figure is replaced, as a rerun of compare should
+    ],
+)
+def test_compare_writes_the_figure_where_it_says(
+    out: str,
+    written: str,
+    magic: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runs = two_runs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "old.png").write_text("an older figure")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert compare.main([*runs, "--out", out]) == 0
+    assert (tmp_path / written).read_bytes().startswith(magic)
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {written}"
+    top = Path(written).parts[0]
+    assert {p.name for p in tmp_path.iterdir()} == before | {top}  # nothing else, such as figs.png beside figs/
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("new/x.txt", "'.txt'"),  # a format matplotlib cannot write
+        ("new/x.jpg", "'.jpg'"),  # one it can, but not among those compare writes
+        ("bare", "no suffix"),  # matplotlib would write bare.png
+        ("new/v1.2", "'.2'"),  # a missing folder with a dot looks like a file name: a trailing slash says folder
+        ("notes.txt/fig.png", "notes.txt is a file"),  # a parent that is a file
+    ],
+)
+def test_compare_refuses_an_out_it_cannot_write_before_writing_anything(
+    out: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = two_runs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    assert compare.main([*runs, "--out", out]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"error: --out {out}: ") and says in line and not captured.out
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_compare_says_when_the_disk_refuses_the_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    out = tmp_path / "figs" / "c.png"
+    assert compare.main([*two_runs(tmp_path), "--out", str(out)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"error: cannot write {out} (No space left on device); choose another --out."
+    assert list(out.parent.iterdir()) == []  # no temporary file left behind
+
+
+def test_compare_keeps_runs_with_the_same_model_and_id_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs copied from two machines can share ``mlp/<id>``: each keeps its own row, curves and bars."""
+    first = write_finished_run(tmp_path / "laptop" / "mlp" / "1", "mlp", 0.6, None)
+    second = write_finished_run(tmp_path / "server" / "mlp" / "1", "mlp", 0.7, None)
+    drawn: list[dict[str, Any]] = []
+    real = plots.comparison
+
+    def recording(curves: dict[str, Any], accuracies: dict[str, Any]) -> Figure:
+        drawn.append(accuracies)
+        return real(curves, accuracies)
+
+    monkeypatch.setattr(plots, "comparison", recording)
+    assert compare.main([str(first), str(second), str(first), "--out", str(tmp_path / "c.png")]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[0] for row in rows[:2]] == [str(first), str(second)] and rows[2] == ""  # given twice: once
+    assert [a["best val acc"] for a in drawn[0].values()] == [0.6, 0.7]

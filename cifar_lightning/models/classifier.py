@@ -104,7 +104,9 @@ class CIFAR10Classifier(L.LightningModule):
         self._check_val_every_n_epoch: int | None = None  # the Trainer's, while the last epoch overrides it
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        # Under "16-true"/"bf16-true" Lightning casts the weights and the batch as it leaves the loader; the
+        # DataModule's normalization (on_after_batch_transfer) then makes float32 again. A no-op otherwise.
+        return self.net(x.to(self.dtype))
 
     def tta_logits(self, x: Tensor) -> Tensor:
         """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``tta.tta_logits``)."""
@@ -177,11 +179,16 @@ class CIFAR10Classifier(L.LightningModule):
         checkpoint["lookahead"] = self.lookahead.state_dict()  # else a resumed run would restart the average
         checkpoint["input_normalization"] = self.input_normalization
         checkpoint["tta_share"] = self.tta_share  # else a resumed run's estimate would count every image's TTA
+        if self.val_acc_best.update_count:  # else a resumed run's val/acc_best would restart from its next validation
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.lookahead.load_state_dict(checkpoint.get("lookahead", {}))
         self.input_normalization = checkpoint.get("input_normalization", (MEAN, STD))  # older ones: CIFAR's
         self.tta_share = checkpoint.get("tta_share", 1.0)
+        self.val_acc_best.reset()
+        if "val_acc_best" in checkpoint:  # older checkpoints: the best is known again after the next validation
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"], device=self.device))
 
     def on_fit_start(self) -> None:
         # The inputs' scaling has one owner, the DataModule; the network learns on it, so its record travels here.
@@ -190,7 +197,6 @@ class CIFAR10Classifier(L.LightningModule):
             self.input_normalization = datamodule.input_normalization  # type: ignore[union-attr]
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity check's accuracy
         if getattr(self.net, "whiten", False) and not self.net.whitened:
             self._init_whitening()
 
@@ -238,6 +244,8 @@ class CIFAR10Classifier(L.LightningModule):
         if self.val_unsure.update_count:
             self.tta_share = float(self.val_unsure.compute())  # synced over ranks
             self.val_unsure.reset()
+        if self.trainer.sanity_checking:  # a few batches of an untrained model: not a result to keep the best of
+            return
         self.val_acc_best.update(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 

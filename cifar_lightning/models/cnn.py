@@ -170,7 +170,7 @@ class CNNClassifier(CIFAR10Classifier):
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return super().forward(x)
 
     def _at_low_res(self, progress: float) -> bool:
         return self.hparams["low_res"] is not None and progress < self.hparams["low_res_fraction"]

@@ -60,7 +60,9 @@ class MLP(nn.Module):
         self.register_buffer("whitened", torch.tensor(False))
         if whiten:
             self.register_buffer("input_mean", torch.zeros(width))
-            self.register_buffer("input_whitening", torch.eye(width)[:, : whiten_dim or width])
+            # Rectangular from the start: a column slice of eye(width) would keep, and every checkpoint and export
+            # would save, the whole 3,072 x 3,072 storage it was cut from.
+            self.register_buffer("input_whitening", torch.eye(width, whiten_dim or width))
             width = whiten_dim or width
         layers: list[nn.Module] = []
         for hidden in hidden_sizes:

@@ -57,6 +57,7 @@ from cifar_lightning.run.usage import (
     brief_error,
     out_of_memory_message,
     quiet_console,
+    root_dir_problem,
 )
 
 
@@ -135,6 +136,8 @@ class CIFARCLI(SubcommandExit):
             raise UsageError(f"--time_budget is in minutes and must be positive, got {budget}.")
         if trainer.precision is None:
             trainer.precision = default_precision(str(trainer.accelerator))
+        if problem := root_dir_problem(Path(trainer.default_root_dir or "runs")):
+            raise UsageError(problem)
 
     def instantiate_classes(self) -> None:
         """Builds data, model and Trainer; a bad value for any of them is a usage error, raised before training."""
@@ -176,12 +179,21 @@ class CIFARCLI(SubcommandExit):
     def refuse_finished(self, run: Path, checkpoint: dict[str, Any]) -> None:
         """``NothingToDo`` when resuming ``run`` from ``checkpoint`` would train nothing: its results stay as they
         are (a requeued cluster job that always passes ``--ckpt_path last`` ends at once)."""
+        if problem := runs.damaged_file(run):  # it would end the resumed run in a traceback, or be overwritten
+            raise UsageError(
+                f"cannot resume {run}: {problem}. Move it aside and resume again: the run writes a new one (the rows "
+                "of a moved metrics.csv are then missing from its curves)."
+            )
         trainer = self._cfg().trainer
         limits = (trainer.max_epochs, trainer.max_steps, self._cfg().get("time_budget"))
         if message := nothing_to_resume(run, checkpoint, *limits):
             raise NothingToDo(message)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        try:  # the optimizer's settings are checked against the network now, before a run folder exists
+            self.model.make_optimizer()
+        except ValueError as err:
+            raise UsageError(f"invalid configuration: {err}") from None
         cfg = self._cfg()
         model_name = runs.model_name(self.model)
         root = Path(cfg.trainer.default_root_dir or "runs")
@@ -255,6 +267,9 @@ def fit_and_test(cli: CIFARCLI) -> None:
     except SystemExit as stop:  # Lightning ends a run stopped by a signal with SystemExit
         cli.exit_code = stop_code(trainer, stop)
         return
+    finally:
+        if graceful := GracefulStop.of(trainer):
+            graceful.release()
     if trainer.interrupted:
         cli.exit_code = 1
         return

@@ -91,3 +91,27 @@ def new_run_id(root: Path, model_name: str) -> str:
     while (root / model_name / run_id).exists():
         run_id, suffix = f"{base}-{suffix}", suffix + 1
     return run_id
+
+
+def damaged_file(run_dir: Path) -> str | None:
+    """Which file a resume of ``run_dir`` would read back is damaged, and how, or None: ``results.json`` (JSON)
+    and ``metrics.csv`` (its earlier rows are kept, and the figures plot them: UTF-8, numeric cells)."""
+    if (run_dir / RESULTS_FILE).is_file():
+        try:
+            read_results(run_dir)
+        except RunError:
+            return f"{run_dir / RESULTS_FILE} is not readable JSON"
+    path, rows = run_dir / METRICS_FILE, 0
+    if not path.is_file():
+        return None
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                rows += 1
+                int(row["step"])
+                for value in row.values():
+                    if value:
+                        float(value)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as err:
+        return f"{path} is damaged after {rows} readable rows ({type(err).__name__})"
+    return None

@@ -41,13 +41,19 @@ class GracefulStop(L.Callback):
         self.signal_name = self.step = self.checkpoint = self._received = None
         self.after_training = False
         self._trainer = trainer
+        self._install()
+
+    def _install(self) -> None:
         try:
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+                self._previous.setdefault(signum, signal.signal(signum, self._on_signal))
         except ValueError:  # not the main thread (e.g. a notebook's worker thread): keep the default behaviour
             self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.after_training:  # no step left to finish: interrupt the export now (on_exception reports it)
+            self._received = signal.Signals(signum).name
+            raise KeyboardInterrupt if signum == signal.SIGINT else SIGTERMException
         if signum == signal.SIGINT:
             self._restore(signal.SIGINT)  # a second Ctrl-C raises KeyboardInterrupt right away
             rank_zero_info("\nCtrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort).")
@@ -69,8 +75,20 @@ class GracefulStop(L.Callback):
         if signum in self._previous:
             signal.signal(signum, self._previous.pop(signum))
 
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning's teardown, just before this, put back the handlers from before fit; restoring the ones saved at
+        # train start would bring back Lightning's own.
+        self._previous.clear()
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.after_training = True  # from here on a signal interrupts the export, not the training
+        # Lightning calls this after its teardown: the handlers from before fit are back, and they may ignore SIGINT
+        # (a process started in the background) or end the process without results. The export that follows stops
+        # on a signal instead, with exit status 130/143 and the fit's results kept; ``release`` ends that.
+        self.after_training = True
+        self._install()
+
+    def release(self) -> None:
+        """Puts back the signal handlers from before fit (``fit_and_test`` calls it once fit has returned)."""
         self._restore_all()
 
     def _restore_all(self) -> None:

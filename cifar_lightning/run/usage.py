@@ -10,10 +10,12 @@ import difflib
 import importlib
 import inspect
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import torch
@@ -130,3 +132,15 @@ def out_of_memory_message(err: BaseException, batch_size: int | None) -> str | N
         f"out of memory ({what}). Lower --data.batch_size{now}, or train a smaller model (--model cnn_fast); the "
         "checkpoints written so far are kept (--ckpt_path last resumes)."
     )
+
+
+def root_dir_problem(root: Path) -> str | None:
+    """Why runs cannot be filed under ``root`` (``--trainer.default_root_dir``), or None: it, or a folder above it,
+    is a file, or the nearest existing folder cannot be written."""
+    existing = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "" if existing == root else f" ({existing} is a file)"
+        return f"--trainer.default_root_dir {root} is not a folder{where}: name a folder (it is created if missing)."
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--trainer.default_root_dir {root}: {existing} cannot be written. Name a folder you can write to."
+    return None
