@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import SUBPROCESS_TIMEOUT, flags, run_dirs, tiny_args, write_folder
 
@@ -273,6 +274,15 @@ def test_diverging_loss_stops_at_once_with_the_step(
         ("--model.lrr", "0.1", "Option 'lrr' is not accepted (did you mean: lr?)"),
         ("--trainr.max_epochs", "2", "--trainr.max_epochs 2 (did you mean: --trainer.max_epochs,"),
         ("--model", None, "--model needs a name. Valid names: cnn"),
+        ("--trainer.check_val_every_n_epoch", "0", "--trainer.check_val_every_n_epoch must be positive, got 0"),
+        ("--trainer.accumulate_grad_batches", "0", "--trainer.accumulate_grad_batches must be positive, got 0"),
+        ("--trainer.val_check_interval", "0", "--trainer.val_check_interval must be positive, got 0"),
+        pytest.param(
+            "--trainer.accelerator",
+            "gpu",
+            "invalid configuration: No supported gpu backend found",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine has a GPU backend"),
+        ),
         ("--model.optimizer", "muon", "invalid configuration: optimizer='muon' orthogonalizes convolution filters"),
         ("--trainer.default_root_dir", "{tmp}/a_file", "a_file is not a folder: name a folder"),
         ("--trainer.default_root_dir", "{tmp}/a_file/runs", "is not a folder ({tmp}/a_file is a file)"),
@@ -294,7 +304,7 @@ def test_bad_values_fail_before_training_with_one_message(
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
     assert err.count("\n") == 1  # one line, not the usage
-    assert not list((tmp_path / "runs").rglob("*.*"))  # no run folder, config or checkpoint left behind
+    assert not list((tmp_path / "runs").rglob("*"))  # no run folder, config or checkpoint left behind
 
 
 def test_unknown_precision_is_rejected_by_the_parser(

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -138,6 +139,10 @@ class CIFARCLI(SubcommandExit):
             trainer.precision = default_precision(str(trainer.accelerator))
         if problem := root_dir_problem(Path(trainer.default_root_dir or "runs")):
             raise UsageError(problem)
+        for flag in ("check_val_every_n_epoch", "accumulate_grad_batches", "val_check_interval"):
+            value = trainer.get(flag)  # Lightning divides by each: 0 would end the run in a ZeroDivisionError
+            if value is not None and not isinstance(value, bool) and value <= 0:
+                raise UsageError(f"--trainer.{flag} must be positive, got {value}.")
 
     def instantiate_classes(self) -> None:
         """Builds data, model and Trainer; a bad value for any of them is a usage error, raised before training."""
@@ -226,7 +231,7 @@ class CIFARCLI(SubcommandExit):
             trainer = cli_trainer(self, trainer_config, callbacks)
         except (ValueError, MisconfigurationException):
             if self.new_run_folder is not None:
-                shutil.rmtree(self.new_run_folder, ignore_errors=True)  # no empty run folder left behind
+                discard_run_folder(self.new_run_folder)  # no empty run folder left behind
             raise
         resizes = step_cost(self.model, 0.0) != step_cost(self.model, 1.0)  # progressive resizing: two image sizes
         if str(trainer.precision).startswith("32") and isinstance(trainer.accelerator, CPUAccelerator) and resizes:
@@ -247,6 +252,13 @@ class CIFARCLI(SubcommandExit):
 
     def on_subcommand_exit(self, stop: SystemExit) -> None:  # Lightning ends a run stopped by a signal so
         self.exit_code = stop_code(self.trainer, stop)
+
+
+def discard_run_folder(folder: Path) -> None:
+    """Removes a run folder this command created, and its model's folder if that is left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
 
 
 def stop_code(trainer: Any, stop: SystemExit) -> int:
@@ -325,7 +337,7 @@ def _main(args: list[str] | None = None) -> int:
         if cli is not None:
             finish_wandb(cli.trainer, code, hint=not discard)
             if discard and cli.new_run_folder is not None and not (cli.new_run_folder / runs.CHECKPOINTS_DIR).exists():
-                shutil.rmtree(cli.new_run_folder, ignore_errors=True)
+                discard_run_folder(cli.new_run_folder)
         if owns_run_id:  # a second run in the same process gets a folder of its own
             os.environ.pop(RUN_ID_ENV, None)
         _close_process_group()
