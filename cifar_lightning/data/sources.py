@@ -231,8 +231,6 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
 _RESAVE = "Save it as an 8-bit RGB or greyscale PNG, or move it out of the data folder."
 
 

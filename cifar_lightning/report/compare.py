@@ -26,11 +26,7 @@ from cifar_lightning.report import plots
 from cifar_lightning.run.runs import RESULTS_FILE, RunError, read_curves, read_results
 
 FIGURE_NAME = "comparison.png"
-
-
 FORMATS = (".png", ".pdf", ".svg")  # what matplotlib writes without extra tools, and what a figure is opened in
-
-
 KINDS = f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
 
 COLUMNS = (  # header, results.json key, format

@@ -31,11 +31,7 @@ from cifar_lightning.models.classifier import classifier
 from cifar_lightning.run.results import run_dir
 
 META_FILE = "cifar_lightning.json"
-
-
 EXPORT_FILE = "model.pt2"
-
-
 ONNX_FILE = "model.onnx"
 
 

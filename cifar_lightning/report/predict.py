@@ -37,8 +37,6 @@ from cifar_lightning.report.export import EXPORT_FILE, Normalized, load_exported
 from cifar_lightning.run.results import run_dir
 
 TOP_K = 3
-
-
 BATCH_SIZE = 256  # images per forward pass: thousands at once would need gigabytes of activations
 
 

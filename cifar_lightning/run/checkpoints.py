@@ -22,8 +22,6 @@ from cifar_lightning.files import atomic_target
 from cifar_lightning.run.runs import CHECKPOINTS_DIR, RESULTS_FILE, RunError, read_results
 
 LAST = "last.ckpt"
-
-
 EXPORT_HINT = "model.pt2/model.onnx may be missing (export.export_net exports a checkpoint's network)."
 
 

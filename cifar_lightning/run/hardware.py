@@ -21,8 +21,6 @@ DefaultPrecision = Literal["bf16-mixed", "32-true"]
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h): the size from which a block gets its own mmap
-
-
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value
 
 

@@ -14,17 +14,9 @@ from typing import Any
 from cifar_lightning.files import atomic_target
 
 RUN_ID_ENV = "CIFAR_LIGHTNING_RUN_ID"  # shared with DDP child processes, which re-run the script
-
-
 CHECKPOINTS_DIR = "checkpoints"  # Lightning's ModelCheckpoint folder under the first logger's log_dir
-
-
 RESULTS_FILE = "results.json"  # written by results.RunSummary
-
-
 METRICS_FILE = "metrics.csv"  # written by the CSV logger
-
-
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
