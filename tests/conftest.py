@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import write_batches, write_folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The default suite runs in one pytest-xdist worker per core (``-n auto``). Each worker, and each train.py it
+    starts, then gets one thread: torch's default of one thread per core would put two spinning OpenMP pools on each
+    core, and the suite took 5:56 that way against 3:53 on 2 AVX2 cores (docs/performance.md)."""
+    if hasattr(config, "workerinput"):  # set in xdist workers only; a serial run (-n 0) keeps torch's default
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture

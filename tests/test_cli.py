@@ -42,6 +42,7 @@ def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / RESULTS_FILE).read_text())
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("model", "layout"), [("mlp", "folder_dir"), ("cnn", "batches_dir")])
 def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     data = request.getfixturevalue(layout)

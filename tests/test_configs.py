@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cifar_lightning import CIFAR10Classifier, CIFAR10DataModule
-from cifar_lightning.run.recipes import EXTENDS, recipe_chain
+from cifar_lightning.run.recipes import EXTENDS, available_configs, find_config, recipe_chain
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
@@ -90,3 +90,14 @@ def test_an_extended_recipe_resolves_through_its_base() -> None:
     config = resolved(recipe_chain("cnn_long"))
     assert config["model.widths"] == [128, 512, 512] and config["model.optimizer"] == "sgd"  # own, speedrun's
     assert config["data.crop_padding"] == 2 and config["model.label_smoothing"] == 0.2  # cnn.yaml's, the class's
+
+
+def test_model_names_resolve_from_any_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model NAME` finds the shipped recipes outside the checkout too (a source or editable install; the wheel
+    case is test_packaging's), and a ./configs folder of the user's own wins."""
+    monkeypatch.chdir(tmp_path)
+    assert set(available_configs()) == set(NAMES)
+    assert find_config("cnn") == CONFIGS / "cnn.yaml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cnn.yaml").write_text("model:\n  init_args:\n    lr: 0.5\n")
+    assert find_config("cnn") == tmp_path / "configs" / "cnn.yaml"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,7 @@ def test_signal_stops_at_a_step_with_checkpoint_results_and_finished_wandb(
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored to what it was
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("interval", "saved_step"),
     [(["--ckpt_every_n_steps", "2"], 6), pytest.param(["--ckpt_every_minutes", "1e-6"], 7, marks=SLOW)],
@@ -119,26 +122,28 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     assert f"wandb sync {parts[0]} {parts[1]}" in caplog.text  # the hint uploads both parts
 
 
-_SAVER = """
-import sys, torch
-from cifar_lightning.run.checkpoints import AtomicCheckpointIO
-from cifar_lightning.run.loggers import wandb_run_id
-io, n = AtomicCheckpointIO(), 0
-while True:
-    n += 1
-    io.save_checkpoint({"n": n, "weights": torch.full((4_000_000,), float(n))}, sys.argv[1])
-    print(n, flush=True)
-"""
+def _save_forever(path: Path, saved: Connection) -> None:
+    """Saves 16 MB checkpoints to ``path`` in a loop, telling ``saved`` after each one, until it is killed."""
+    torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP pool
+    io, n = AtomicCheckpointIO(), 0
+    while True:
+        n += 1
+        io.save_checkpoint({"n": n, "weights": torch.full((4_000_000,), float(n))}, path)
+        saved.send(n)
 
 
 def test_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
+    fork = multiprocessing.get_context("fork")  # the saver starts at once, without importing torch again
     for delay in (0.05, 0.2, 0.35):
-        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline()  # one complete save
-        time.sleep(delay)  # then die somewhere inside a later save (each writes 16 MB)
-        proc.kill()
-        proc.wait()
+        receive, send = fork.Pipe(duplex=False)
+        saver = fork.Process(target=_save_forever, args=(path, send), daemon=True)
+        saver.start()
+        assert receive.poll(SUBPROCESS_TIMEOUT) and receive.recv()  # one complete save
+        time.sleep(delay)  # then die somewhere inside a later save (SIGKILL: no handler, no cleanup)
+        saver.kill()
+        saver.join()
+        assert saver.exitcode == -signal.SIGKILL
         checkpoint = torch.load(path, weights_only=True)
         assert torch.equal(checkpoint["weights"], torch.full((4_000_000,), float(checkpoint["n"])))
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".ckpt"] == ["last.ckpt"]
@@ -424,6 +429,7 @@ def test_ctrl_c_during_the_export_keeps_the_finished_run(
     assert json.loads((run / "results.json").read_text()) == results
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_after_training_stops_a_process_started_with_ctrl_c_ignored(
     name: str, code: int, folder_dir: Path, tmp_path: Path
@@ -469,6 +475,7 @@ def test_evaluating_a_damaged_checkpoint_is_one_clear_message(
         assert err == f"error: --ckpt_path {bad} is not a PyTorch checkpoint (damaged or truncated, or another format)."
 
 
+@pytest.mark.processes
 def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path, tmp_path: Path) -> None:
     args = [*tiny_args(folder_dir, tmp_path, "mlp", epochs=2), "--model.tta_level", "0"]
     args[args.index("--wandb") + 1] = "true"
@@ -495,6 +502,7 @@ def test_ddp_on_two_cpu_processes_shards_data_and_syncs_metrics(folder_dir: Path
     assert len(list(run.glob("wandb/offline-run-*"))) == 1 and (run / "results.json").is_file()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("name", "rank", "code"),
     [("SIGTERM", None, 143), pytest.param("SIGTERM", 0, 143, marks=SLOW), pytest.param("SIGINT", 0, 130, marks=SLOW)],
@@ -526,6 +534,7 @@ def test_a_signal_under_ddp_stops_every_rank_at_one_step_with_a_checkpoint(
     assert torch.load(interrupted["checkpoint"], weights_only=True)["global_step"] == interrupted["step"]
 
 
+@pytest.mark.processes
 def test_a_divergence_on_one_ddp_rank_stops_every_rank(folder_dir: Path, tmp_path: Path) -> None:
     poison = ["--trainer.callbacks+=helpers.PoisonRank", "--trainer.callbacks.step", "2"]
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]

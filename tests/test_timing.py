@@ -113,6 +113,7 @@ print(resident_mb() - before)
 """
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
 def test_fp32_runs_return_freed_blocks_to_the_system() -> None:
     """With glibc's moving threshold a freed 20 MB block stays resident; with ``return_freed_memory`` it does not."""

@@ -112,8 +112,12 @@ def mistakes_grid(
     0..1 where it is None) titled ``true -> predicted (confidence)``; red titles mark mistakes."""
     pixels = to_uint8(images, normalization)
     rows = max(1, -(-len(pixels) // columns))
-    fig = Figure(figsize=(1.6 * columns, 1.9 * rows), layout="constrained")
+    height = 1.9 * rows
+    # Fixed margins, not constrained layout: every cell has the same size and a two-line title, and solving the
+    # layout of 32 axes cost 0.8 s at the end of every test (1.46 s against 0.63 s to save, 2026-12-03, AVX2).
+    fig = Figure(figsize=(1.6 * columns, height))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.1 / height, top=1 - 0.45 / height, wspace=0.1, hspace=0.45)
     for ax in axes:
         ax.axis("off")
     for ax, image, t, p, c in zip(axes, pixels, true, predicted, confidence, strict=False):

@@ -13,7 +13,7 @@ EXTENDS = "# extends: "  # a config's first line naming the recipe it changes
 def config_dirs() -> list[Path]:
     """Where ``--model NAME`` looks: ./configs first, then the configs the package ships (``cifar_lightning/configs``
     in a wheel, the repository's ``configs/`` in a source checkout or editable install)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # cifar_lightning/, whichever subpackage this module sits in
     return [Path.cwd() / "configs", package / "configs", package.parent / "configs"]
 
 
