@@ -18,7 +18,7 @@ import pytest
 import torch
 import torchvision
 from helpers import make_images, quiet_trainer, tiny_args, write_batches, write_folder
-from PIL import Image
+from PIL import ExifTags, Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, CLASSES, MEAN, STD
@@ -597,6 +597,19 @@ def test_every_image_mode_decodes_to_its_8bit_rgb(tmp_path: Path, case: str) -> 
         decoded = sources.load_split(root, split, tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
         error = np.abs(decoded.astype(float) - expected).max()
         assert error <= tolerance, f"{case} ({split}): off by up to {error:.0f} of 255"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])  # upside down, and a quarter turn either way
+def test_an_exif_orientation_is_applied_as_image_viewers_show_it(tmp_path: Path, orientation: int) -> None:
+    """A phone photo stores its pixels as the sensor read them and says how to turn them: without the turn, a
+    sideways image reached the network (and the cache)."""
+    pixels = np.random.default_rng(orientation).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    root = _one_image_folder(tmp_path / "d", lambda path: Image.fromarray(pixels).save(path, exif=exif), ".png")
+    turned = {3: np.rot90(pixels, 2), 6: np.rot90(pixels, -1), 8: np.rot90(pixels, 1)}[orientation]
+    decoded = sources.load_split(root, "train", tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(decoded, turned)
 
 
 _UNFAITHFUL: dict[str, tuple[Image.Image, str, str]] = {

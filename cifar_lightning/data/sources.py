@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 from tqdm import tqdm
 
@@ -61,8 +61,8 @@ ACCEPTED_LAYOUTS = (
 
 
 # Part of every cache's fingerprint: bump it when decoding gives other pixels for the same files, so caches written
-# by older versions (16-bit images decoded as white, before 2) are decoded again rather than trusted.
-DECODE_VERSION = 2
+# by older versions (16-bit images decoded as white before 2, EXIF orientation ignored before 3) are decoded again.
+DECODE_VERSION = 3
 
 
 class DataError(RuntimeError):
@@ -241,7 +241,11 @@ def to_rgb(img: Image.Image, path: Path) -> Image.Image:
     integers) is read as 16-bit and ``F`` (floating point) as 0..1; alpha and palette transparency are dropped, the
     colour kept as stored (as torchvision's loader does); the other modes (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``,
     ``LAB``, ...) convert as Pillow converts them. What has no faithful 8-bit form is refused, not guessed at.
+    An EXIF orientation tag (a phone photo's) is applied first, as image viewers apply it (torchvision's PIL loader
+    does not): a photo left sideways is another input to the network.
     """
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # a camera's rotation tag: the pixels as viewers show them
+        img = ImageOps.exif_transpose(img)
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
         return Image.fromarray(_to_8bit(np.asarray(img), img.mode, path)).convert("RGB")
     if img.mode == "La":  # premultiplied alpha, which Pillow converts to nothing else
