@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from helpers import quiet_trainer, write_batches
+from torch import Tensor
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.classifier import CIFAR10Classifier
@@ -202,28 +203,37 @@ def test_whitened_stem_decorrelates_patches() -> None:
     torch.testing.assert_close(net.stem.weight[12:], -net.stem.weight[:12])
 
 
-def test_mlp_whitening_zca_decorrelates_every_pixel_and_pca_keeps_the_strongest_directions() -> None:
-    # One sample and one set of statistics for both kinds: each transform is a 3,072 x 3,072 eigendecomposition.
+@pytest.fixture(scope="module")
+def correlated_pixels() -> tuple[Tensor, Tensor]:
+    """4,000 images whose neighbouring pixels are correlated and whose mean is off-centre, and their whitening
+    statistics (shared: each whitening test is one 3,072 x 3,072 eigendecomposition, ~10 s on one AVX2 core)."""
     torch.manual_seed(0)
     noise = torch.randn(4000, 3, 32, 32)
-    images = noise + 0.8 * noise.roll(1, dims=-1) + 0.8 * noise.roll(1, dims=-2) + 0.5  # correlated, off-centre
-    zca = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6)
-    pca = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6, whiten_dim=256)
-    statistics = zca.whitening_statistics(images)
-    for net in (zca, pca):
-        net.set_whitening(statistics)
-        out = (images.flatten(1) - net.input_mean) @ net.input_whitening  # (4000, 3072) or (4000, 256)
-        torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-3, rtol=0)
-        torch.testing.assert_close(out.T @ out / len(out), torch.eye(out.shape[1]), atol=0.02, rtol=0)
-    # ZCA stays in pixel space (a symmetric transform); PCA keeps the directions that carry the most variance of
-    # the pixels: more than any other 256 directions.
-    torch.testing.assert_close(zca.input_whitening, zca.input_whitening.T)
-    centred = images.flatten(1) - pca.input_mean
-    kept = torch.linalg.qr(pca.input_whitening).Q
+    images = noise + 0.8 * noise.roll(1, dims=-1) + 0.8 * noise.roll(1, dims=-2) + 0.5
+    return images, MLP(hidden_sizes=(8,), whiten=True).whitening_statistics(images)
+
+
+@pytest.mark.parametrize("whiten_dim", [None, 256], ids=["zca", "pca"])
+def test_mlp_whitening_gives_uncorrelated_unit_variance_inputs(
+    whiten_dim: int | None, correlated_pixels: tuple[Tensor, Tensor]
+) -> None:
+    images, statistics = correlated_pixels
+    net = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6, whiten_dim=whiten_dim)
+    net.set_whitening(statistics)
+    out = (images.flatten(1) - net.input_mean) @ net.input_whitening  # (4000, 3072) or (4000, 256)
+    torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.T @ out / len(out), torch.eye(out.shape[1]), atol=0.02, rtol=0)
+    if whiten_dim is None:  # ZCA stays in pixel space: a symmetric transform
+        torch.testing.assert_close(net.input_whitening, net.input_whitening.T)
+        return
+    # PCA keeps the directions that carry the most variance of the pixels: more than any other 256 directions
+    centred = images.flatten(1) - net.input_mean
+    kept = torch.linalg.qr(net.input_whitening).Q
     variance = lambda basis: (centred @ basis).var(0).sum()  # noqa: E731
     assert variance(kept) > 1.2 * variance(torch.linalg.qr(torch.randn(3072, 256)).Q)
-    assert pca(images[:2]).shape == (2, 10) and pca.layers[0].in_features == 256
-    assert count_parameters(pca) < count_parameters(zca) / 10  # the first layer shrank from 3,072 inputs to 256
+    assert net(images[:2]).shape == (2, 10) and net.layers[0].in_features == 256
+    zca = MLP(hidden_sizes=(64,), whiten=True)
+    assert count_parameters(net) < count_parameters(zca) / 10  # the first layer shrank from 3,072 inputs to 256
     with pytest.raises(ValueError, match=r"whiten_dim must be between 1 and 3072 \(or None for ZCA\), got 0"):
         MLP(whiten=True, whiten_dim=0)
 
