@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -69,7 +68,7 @@ class RunSummary(L.Callback):
         self._parts = 1
         self._in_epoch = False
         self._fit_start = self._epoch_start = self._val_start = self._test_start = 0.0
-        self._written: Path | None = None  # results.json, once this process wrote it
+        self._written: tuple[Path, dict[str, Any]] | None = None  # results.json and what this process last wrote there
 
     def state_dict(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -205,17 +204,12 @@ class RunSummary(L.Callback):
             "wall_seconds": round(seconds_since_process_start(), 1) or None,
         }
         write_json_atomic(folder / RESULTS_FILE, results)
-        self._written = folder / RESULTS_FILE
+        self._written = folder / RESULTS_FILE, results
 
     @rank_zero_only
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # results.json is written first thing at the end of fit and of test, so that a Ctrl-C during the export keeps
         # it; the export and the figures come after, and took 5.7 s of a 51 s MLP run. Count them in wall_seconds.
-        if self._written is None:
-            return
-        try:
-            results = json.loads(self._written.read_text())
-        except (OSError, ValueError):
-            return  # gone or damaged since: nothing of ours to update
-        results["wall_seconds"] = round(seconds_since_process_start(), 1) or None
-        write_json_atomic(self._written, results)
+        if self._written is not None:
+            path, results = self._written
+            write_json_atomic(path, {**results, "wall_seconds": round(seconds_since_process_start(), 1) or None})
