@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import write_batches, write_folder
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -15,17 +13,23 @@ def pytest_configure(config: pytest.Config) -> None:
     starts, then gets one thread: torch's default of one thread per core would put two spinning OpenMP pools on each
     core, and the suite took 5:56 that way against 3:53 on 2 AVX2 cores (docs/performance.md)."""
     if hasattr(config, "workerinput"):  # set in xdist workers only; a serial run (-n 0) keeps torch's default
+        import torch  # here, not at the top: the xdist controller never needs torch and starts the workers sooner
+
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
 def batches_dir(tmp_path: Path) -> Path:
+    from helpers import write_batches
+
     return write_batches(tmp_path / "batches")
 
 
 @pytest.fixture
 def folder_dir(tmp_path: Path) -> Path:
+    from helpers import write_folder
+
     return write_folder(tmp_path / "folder")
 
 

@@ -27,13 +27,19 @@ def test_plot_functions_are_pure_and_complete() -> None:
         plots.learning_curves(curves),
         plots.confusion_matrix(matrix, CLASSES),
         plots.per_class_bars({"cnn": dict.fromkeys(CLASSES, 0.5)}),
-        plots.mistakes_grid(np.zeros((3, 3, 32, 32), np.uint8), [0, 1, 2], [1, 2, 3], [0.9, 0.8, 0.7], CLASSES),
+        plots.mistakes_grid(np.zeros((3, 3, 32, 32), np.uint8), [0, 1, 2], [1, 1, 3], [0.9, 0.8, 0.7], CLASSES),
         plots.comparison({**curves, "mlp": curves["cnn"]}, {"cnn": {"test acc": 0.9}, "mlp": {"test acc": None}}),
     ]
     assert all(isinstance(f, Figure) for f in figs)
     loss_ax, acc_ax = figs[0].axes
     assert len(loss_ax.lines) == 1 and len(acc_ax.lines) == 1
     assert [t.get_text() for t in figs[1].axes[0].get_xticklabels()] == list(CLASSES)
+    titles = [(t.get_text(), t.get_color()) for t in figs[3].axes[0].texts]  # red marks a mistake
+    assert titles == [
+        ("airplane\n-> automobile (90%)", "red"),
+        ("automobile\n-> automobile (80%)", "black"),
+        ("bird\n-> cat (70%)", "red"),
+    ]
     assert len(figs[4].axes[1].lines) == 2  # both runs' val/acc on the shared accuracy axes
     assert len({ax.get_title() for ax in figs[4].axes}) == 3  # three panels, three titles
 

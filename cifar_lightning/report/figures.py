@@ -36,6 +36,7 @@ class RunFigures(L.Callback):
         self.max_mistakes = max_mistakes
         self._mistakes: list[Tensor] | None = None  # confidence, image, true label, predicted label
         self._sample: list[Tensor] | None = None  # the same four, for the first test images
+        self._curves_of: Path | None = None  # the run whose curves this callback drew at fit end
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mistakes = None
@@ -77,7 +78,10 @@ class RunFigures(L.Callback):
             return
         for logger in trainer.loggers:
             logger.save()  # flush metrics.csv before reading the curves back
-        figures = self.draw(run, pl_module, test)
+        # The curves show training and validation only, so after a fit in this process the test adds nothing to them
+        figures = self.draw(run, pl_module, test, curves=not test or run != self._curves_of)
+        if not test:
+            self._curves_of = run
         folder = run / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
@@ -93,14 +97,17 @@ class RunFigures(L.Callback):
                     parts = [self._mistakes, self._sample]
                     log_predictions_table(logger, parts, list(module.class_names), module.input_normalization)
 
-    def draw(self, run_dir: Path, pl_module: L.LightningModule, test: bool = True) -> dict[str, Figure]:
-        """Learning curves from the run's metrics.csv and, with ``test``, the figures of the last test."""
+    def draw(
+        self, run_dir: Path, pl_module: L.LightningModule, test: bool = True, curves: bool = True
+    ) -> dict[str, Figure]:
+        """With ``curves``, the learning curves from the run's metrics.csv; with ``test``, the figures of the last
+        test."""
         classes = list(classifier(pl_module).class_names)
         model = model_name(pl_module)
         figures = {}
-        curves = read_curves(run_dir) if (run_dir / METRICS_FILE).is_file() else {}
-        if curves:
-            figures["learning_curves"] = plots.learning_curves({model: curves})
+        points = read_curves(run_dir) if curves and (run_dir / METRICS_FILE).is_file() else {}
+        if points:
+            figures["learning_curves"] = plots.learning_curves({model: points})
         confusion = classifier(pl_module).test_confusion
         if test and confusion is not None:
             counts = confusion.numpy()
