@@ -16,9 +16,7 @@ from torch import Tensor
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.classifier import CIFAR10Classifier
-from cifar_lightning.models.cnn import CNN
 from cifar_lightning.models.layers import MaxPool2x2, count_parameters
-from cifar_lightning.models.mlp import MLP
 from cifar_lightning.models.optim import Muon, lr_factor
 
 MODELS = {
@@ -36,7 +34,14 @@ def tiny_trainer(tmp_path: Path, epochs: int = 1, **kwargs: Any) -> L.Trainer:
     )
 
 
-@pytest.mark.parametrize("net", [MLP(hidden_sizes=(32, 16)), CNN(widths=(8, 16)), CNN(widths=(8, 16, 32, 64))])
+@pytest.mark.parametrize(
+    "net",
+    [
+        MLPClassifier(hidden_sizes=(32, 16)).net,
+        CNNClassifier(widths=(8, 16)).net,
+        CNNClassifier(widths=(8, 16, 32, 64)).net,
+    ],
+)
 def test_nets_map_images_to_logits(net: torch.nn.Module) -> None:
     net.eval()
     x = torch.randn(5, 3, 32, 32)
@@ -84,7 +89,7 @@ def test_a_checkpoint_holds_the_model_and_not_much_more(name: str, tmp_path: Pat
 def test_mlp_has_the_parameters_its_sizes_say() -> None:
     # bias-free linear layers before batch norm (weight and shift), then a linear head with a bias
     expected = 3072 * 32 + 2 * 32 + 32 * 16 + 2 * 16 + 16 * 10 + 10
-    assert count_parameters(MLP(hidden_sizes=(32, 16))) == expected
+    assert count_parameters(MLPClassifier(hidden_sizes=(32, 16), whiten=False).net) == expected
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -105,10 +110,10 @@ def test_every_trainable_parameter_gets_a_gradient(name: str) -> None:
 
 
 def test_cnn_has_the_seed_architecture_parts() -> None:
-    kinds = {type(m) for m in CNN().modules()}
+    kinds = {type(m) for m in CNNClassifier().net.modules()}
     for part in (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.Dropout):
         assert any(issubclass(kind, part) for kind in kinds), part
-    assert "Conv2d" not in {type(m).__name__ for m in MLP().modules()}
+    assert "Conv2d" not in {type(m).__name__ for m in MLPClassifier().net.modules()}
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
@@ -192,7 +197,7 @@ def test_whitened_stem_decorrelates_patches() -> None:
     torch.manual_seed(0)
     mixing = torch.randn(3, 3)  # correlated colour channels, like real images
     images = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(64, 3, 32, 32)).cumsum(-1) / 4  # correlated pixels
-    net = CNN(widths=(8, 16))
+    net = CNNClassifier(widths=(8, 16)).net
     assert not net.whitened and not net.stem.weight.requires_grad
     net.set_whitening(net.whitening_statistics(images), eps=1e-7)  # tiny eps: whiten even the weakest direction
     assert net.whitened
@@ -210,7 +215,7 @@ def correlated_pixels() -> tuple[Tensor, Tensor]:
     torch.manual_seed(0)
     noise = torch.randn(4000, 3, 32, 32)
     images = noise + 0.8 * noise.roll(1, dims=-1) + 0.8 * noise.roll(1, dims=-2) + 0.5
-    return images, MLP(hidden_sizes=(8,), whiten=True).whitening_statistics(images)
+    return images, MLPClassifier(hidden_sizes=(8,)).net.whitening_statistics(images)
 
 
 @pytest.mark.parametrize("whiten_dim", [None, 256], ids=["zca", "pca"])
@@ -218,7 +223,7 @@ def test_mlp_whitening_gives_uncorrelated_unit_variance_inputs(
     whiten_dim: int | None, correlated_pixels: tuple[Tensor, Tensor]
 ) -> None:
     images, statistics = correlated_pixels
-    net = MLP(hidden_sizes=(64,), whiten=True, whiten_eps=1e-6, whiten_dim=whiten_dim)
+    net = MLPClassifier(hidden_sizes=(64,), whiten_eps=1e-6, whiten_dim=whiten_dim).net
     net.set_whitening(statistics)
     out = (images.flatten(1) - net.input_mean) @ net.input_whitening  # (4000, 3072) or (4000, 256)
     torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-3, rtol=0)
@@ -232,10 +237,10 @@ def test_mlp_whitening_gives_uncorrelated_unit_variance_inputs(
     variance = lambda basis: (centred @ basis).var(0).sum()  # noqa: E731
     assert variance(kept) > 1.2 * variance(torch.linalg.qr(torch.randn(3072, 256)).Q)
     assert net(images[:2]).shape == (2, 10) and net.layers[0].in_features == 256
-    zca = MLP(hidden_sizes=(64,), whiten=True)
+    zca = MLPClassifier(hidden_sizes=(64,), whiten_dim=None).net
     assert count_parameters(net) < count_parameters(zca) / 10  # the first layer shrank from 3,072 inputs to 256
     with pytest.raises(ValueError, match=r"whiten_dim must be between 1 and 3072 \(or None for ZCA\), got 0"):
-        MLP(whiten=True, whiten_dim=0)
+        MLPClassifier(whiten_dim=0)
 
 
 WHITENING = {"mlp": "net.input_whitening", "cnn": "net.stem.weight"}

@@ -24,27 +24,28 @@ class CNN(nn.Module):
     The stem maps each 2x2 patch to ``2 * 12`` channels. With ``whiten`` its weight is frozen and set once, from
     data, by ``set_whitening`` (the training wrapper does this when training starts); ``whitened`` records that, so
     a resumed run never whitens twice. Three blocks pool the 31x31 stem output to 3x3, and a global max-pool gives one
-    vector per image.
+    vector per image. The tuned values are ``CNNClassifier``'s defaults (written there only), so every argument but
+    ``num_classes`` is required here.
 
     Args:
-        num_classes: size of the output.
         widths: output channels of each block; ``(64, 256, 256)`` is three blocks.
         drop_rate: dropout probability before the classifier.
         bn_momentum: batch-norm running-statistics momentum (PyTorch convention).
         head_scale: multiplies the logits; a small value lets the head use a large learning rate stably.
         whiten: freeze the stem and expect it to be set by ``set_whitening``; otherwise the stem is learned.
+        num_classes: size of the output.
     """
 
     whitened: Tensor
 
     def __init__(
         self,
+        widths: Sequence[int],
+        drop_rate: float,
+        bn_momentum: float,
+        head_scale: float,
+        whiten: bool,
         num_classes: int = NUM_CLASSES,
-        widths: Sequence[int] = (96, 384, 384),
-        drop_rate: float = 0.0,
-        bn_momentum: float = 0.4,
-        head_scale: float = 1 / 9,
-        whiten: bool = True,
     ) -> None:
         super().__init__()
         if len(widths) < 1:
@@ -150,7 +151,7 @@ class CNNClassifier(CIFAR10Classifier):
             **kwargs,
         )
         num_classes = self.hparams["num_classes"]
-        self.net = CNN(num_classes, widths, drop_rate, bn_momentum, head_scale, whiten)
+        self.net = CNN(widths, drop_rate, bn_momentum, head_scale, whiten, num_classes)
         smallest = 2 ** len(widths) + 1  # the stem takes one pixel, each block's pooling halves what is left
         if low_res is not None and not smallest <= low_res <= IMAGE_SIZE:
             raise ValueError(

@@ -29,13 +29,16 @@ class MLP(nn.Module):
     transform and the first layer then cost ``3,072 x whiten_dim + whiten_dim x hidden`` multiply-adds per image
     instead of ``3,072 x 3,072 + 3,072 x hidden``.
 
+    The tuned values are ``MLPClassifier``'s defaults (written there only), so every argument but ``num_classes`` is
+    required here.
+
     Args:
-        num_classes: size of the output.
         hidden_sizes: width of each hidden layer, input side first.
         drop_rate: dropout probability after each hidden layer.
         whiten: whiten the input with a frozen transform set by ``set_whitening``.
         whiten_eps: added to the covariance's eigenvalues: larger values whiten fine detail (and noise) less.
         whiten_dim: keep this many principal directions (PCA whitening); None for ZCA over every pixel.
+        num_classes: size of the output.
     """
 
     whitened: Tensor
@@ -44,12 +47,12 @@ class MLP(nn.Module):
 
     def __init__(
         self,
+        hidden_sizes: Sequence[int],
+        drop_rate: float,
+        whiten: bool,
+        whiten_eps: float,
+        whiten_dim: int | None,
         num_classes: int = NUM_CLASSES,
-        hidden_sizes: Sequence[int] = (1024, 512),
-        drop_rate: float = 0.2,
-        whiten: bool = False,
-        whiten_eps: float = 10.0,
-        whiten_dim: int | None = None,
     ) -> None:
         super().__init__()
         width = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
@@ -112,6 +115,8 @@ class MLPClassifier(CIFAR10Classifier):
         kwargs: any other ``CIFAR10Classifier`` argument.
     """
 
+    net: MLP
+
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (1024, 512),
@@ -124,11 +129,4 @@ class MLPClassifier(CIFAR10Classifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(lr=lr, tta_level=tta_level, **kwargs)
-        self.net = MLP(
-            num_classes=self.hparams["num_classes"],
-            hidden_sizes=hidden_sizes,
-            drop_rate=drop_rate,
-            whiten=whiten,
-            whiten_eps=whiten_eps,
-            whiten_dim=whiten_dim,
-        )
+        self.net = MLP(hidden_sizes, drop_rate, whiten, whiten_eps, whiten_dim, self.hparams["num_classes"])
