@@ -19,6 +19,7 @@ from helpers import quiet_trainer, run_dirs, tiny_args, write_folder
 
 from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.optim import lr_factor, lr_factor_at, schedule_factor
+from cifar_lightning.models.tta import tta_logits
 from cifar_lightning.report import export
 from cifar_lightning.run.budget import TimeBudget, seconds_since_process_start
 from cifar_lightning.run.cli import main
@@ -326,9 +327,47 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
     else:
         [warning] = [str(w.message) for w in recwarn if "too short" in str(w.message)]
         assert warning.startswith("--time_budget 1 is too short for this run") and "at step 6" in warning
+        # 3 s gone, one 2.5 s epoch and the 100 s evaluation: 105.5 s, 110.5 s with the 5 s reserve
+        assert warning.endswith("--time_budget 2 would train about one epoch at the speed measured.")
         assert "the schedule fits about 1.2 epochs" in caplog.text
         assert report.record["estimate"]["epochs"] == 1.2  # the 6 steps done, 5 per epoch: never fewer
-        assert trainer.global_step == 7  # the step after the projection was the last
+        assert trainer.global_step == 6  # the validation after step 5 measured the evaluation: step 6 was the last
+
+
+@pytest.mark.parametrize("measured", [False, True], ids=["guessed", "measured"])
+def test_a_short_budget_evaluates_with_fewer_tta_views(
+    measured: bool, batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1-minute budget lets the final evaluation take 15 s. Estimated at 40 s with the mirror (tta_level 1) and
+    10 s without, it runs without. Where a validation then measures it cheaper (12 s with the mirror: ``measured``),
+    the mirror comes back for the final validation and the record says which level was used."""
+
+    def tail(report: CostReport, trainer: L.Trainer, module: MLPClassifier, level: int | None = None) -> float:
+        level = module.tta_level() if level is None else level
+        return {1: 12.0 if measured and report._eval_per_view else 40.0, 0: 10.0}[level]
+
+    monkeypatch.setattr(CostReport, "_tail_seconds", tail)
+    evaluated_at: list[int] = []
+
+    def spy(model: Any, x: torch.Tensor, level: int, threshold: float = 1.0) -> torch.Tensor:
+        evaluated_at.append(level)
+        return tta_logits(model, x, level, threshold)
+
+    monkeypatch.setattr("cifar_lightning.models.classifier.tta_logits", spy)
+    clock, report = FakeClock(), CostReport()
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
+    # 10 steps per epoch: the first estimate (step 6) guesses, the first validation (after step 10) measures
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=8)
+    callbacks = [TimeBudget(1.0, clock=clock), report, AdvanceClock(clock, 2.0)]
+    with caplog.at_level("INFO"):
+        quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks).fit(model, datamodule=dm)
+    assert (
+        "the final evaluation at tta_level 1 is estimated at 0:40, over 25% of the budget, so it runs at "
+        "tta_level 0 (0:10)" in caplog.text
+    )
+    assert evaluated_at and set(evaluated_at) == {int(measured)}  # the final validation, at the level chosen
+    assert report.record["tta_level"] == int(measured) and model.hparams["tta_level"] == 1  # as configured
+    assert ("fits at tta_level 1 (0:12) after all" in caplog.text) == measured
 
 
 def test_a_budget_used_up_before_training_says_so(

@@ -98,6 +98,7 @@ class CIFAR10Classifier(L.LightningModule):
         # the extra views. The cost estimate reads it (an upper bound: the model only grows more confident).
         self.val_unsure = MeanMetric()
         self.tta_share = 1.0
+        self.tta_limit: int | None = None  # a cap on tta_level for this run's evaluations (limit_tta); not saved
         self.class_names = CLASSES if num_classes == NUM_CLASSES else tuple(str(i) for i in range(num_classes))
         self.lookahead = Lookahead()
         self.input_normalization: Normalization = (MEAN, STD)  # the DataModule's, set when fit starts
@@ -110,7 +111,18 @@ class CIFAR10Classifier(L.LightningModule):
 
     def tta_logits(self, x: Tensor) -> Tensor:
         """Logits averaged over mirrored and shifted views, as ``tta_level`` asks (``tta.tta_logits``)."""
-        return tta_logits(self, x, self.hparams["tta_level"], self.hparams["tta_threshold"])
+        return tta_logits(self, x, self.tta_level(), self.hparams["tta_threshold"])
+
+    def tta_level(self) -> int:
+        """The TTA level evaluations use: ``tta_level``, or lower where ``limit_tta`` capped it."""
+        level: int = self.hparams["tta_level"]
+        return level if self.tta_limit is None else min(level, self.tta_limit)
+
+    def limit_tta(self, level: int | None) -> None:
+        """Evaluate with at most ``level``'s views from now on (None: as ``tta_level`` says). A time budget lowers it
+        when the configured level's final evaluation would leave too little time to train; checkpoints keep
+        ``tta_level`` as configured, so a later ``test`` of one uses every view."""
+        self.tta_limit = level
 
     def _use_tta(self, stage: Stage) -> bool:
         """TTA multiplies evaluation cost by up to 18: during fit only the last epoch's validation pays for it."""
@@ -219,11 +231,11 @@ class CIFAR10Classifier(L.LightningModule):
         if statistics is not None:
             net.set_whitening(self.trainer.strategy.reduce(statistics / seen, reduce_op="mean"))
 
-    def tta_passes(self) -> float:
-        """Forward passes per image a TTA evaluation is expected to cost (the run's cost estimate reads it): all of
-        ``tta_level``'s views for the share of images below ``tta_threshold`` at the last single-view validation (all
-        images before the first), one for the rest."""
-        return 1 + (TTA_VIEWS[self.hparams["tta_level"]] - 1) * self.tta_share
+    def tta_passes(self, level: int | None = None) -> float:
+        """Forward passes per image a TTA evaluation at ``level`` (default: ``tta_level()``) is expected to cost (the
+        run's cost estimate reads it): all of the level's views for the share of images below ``tta_threshold`` at the
+        last single-view validation (all images before the first), one for the rest."""
+        return 1 + (TTA_VIEWS[self.tta_level() if level is None else level] - 1) * self.tta_share
 
     def step_cost(self, progress: float) -> float:
         """A training step's cost at ``progress``, relative to a full-size one; the cost report projects with it."""

@@ -7,6 +7,7 @@ count, so any machine, fast or slow, ends on a fully annealed model when the bud
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -47,6 +48,9 @@ class TimeBudget(TrainingClock):
             rather than from this object's creation (a notebook, whose kernel started long before).
         reserve_fraction: share of the budget kept for what is not estimated (checkpoints, export, figures) ...
         min_reserve_seconds: ... and at least this many seconds of it.
+        max_eval_fraction: the final evaluation (TTA validation and test) may take at most this share of the budget;
+            where the model's TTA level would take more, ``estimate.CostReport`` lowers it for this run, from the
+            measured evaluation speed.
         clock: seconds from an arbitrary origin (tests pass a fake one).
     """
 
@@ -56,11 +60,13 @@ class TimeBudget(TrainingClock):
         from_process_start: bool = False,
         reserve_fraction: float = 0.03,
         min_reserve_seconds: float = 5.0,
+        max_eval_fraction: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not minutes > 0:
             raise ValueError(f"time_budget must be a positive number of minutes, got {minutes!r}.")
-        self.seconds, self.clock = minutes * 60, clock
+        self.seconds, self.clock, self.max_eval_fraction = minutes * 60, clock, max_eval_fraction
+        self.reserve_fraction, self.min_reserve_seconds = reserve_fraction, min_reserve_seconds
         self.reserve = max(min_reserve_seconds, reserve_fraction * self.seconds)
         self.origin = clock() - (seconds_since_process_start() if from_process_start else 0.0)
         self.progress, self.final = 0.0, False
@@ -83,6 +89,11 @@ class TimeBudget(TrainingClock):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = self.clock()
+
+    def minutes_for(self, seconds: float) -> float:
+        """The shortest budget, in whole minutes, whose window (less the tail) holds ``seconds`` from the origin."""
+        needed = seconds + self.tail
+        return math.ceil(max(needed / (1 - self.reserve_fraction), needed + self.min_reserve_seconds) / 60)
 
     def window(self) -> float:
         """Seconds from the origin to the end of training: the budget less the reserve and the tail."""

@@ -29,11 +29,16 @@ EVAL_COST_PER_VIEW = 1 / 3
 class CostAware(Protocol):
     """A LightningModule that says what its work costs (``models.classifier.CIFAR10Classifier`` does):
     ``step_cost(progress)`` is a training step's cost at that fraction of training relative to a full-size step (it
-    varies under progressive resizing), and ``tta_passes()`` the forward passes per image a TTA evaluation costs."""
+    varies under progressive resizing), and ``tta_passes(level)`` the forward passes per image a TTA evaluation costs;
+    ``tta_level()`` and ``limit_tta(level)`` let a time budget choose a cheaper final evaluation."""
 
     def step_cost(self, progress: float) -> float: ...
 
-    def tta_passes(self) -> float: ...
+    def tta_passes(self, level: int | None = None) -> float: ...
+
+    def tta_level(self) -> int: ...
+
+    def limit_tta(self, level: int | None) -> None: ...
 
 
 def step_cost(pl_module: L.LightningModule, progress: float) -> float:
@@ -156,34 +161,62 @@ class CostReport(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.training or trainer.sanity_checking:
+        # fit's validations (trainer.training is False inside them: their stage is "validate")
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         seconds = time.perf_counter() - self._val_start
         self._step_end += seconds  # a step's time excludes the validation inside it
         budget = TimeBudget.of(trainer)
         if budget is not None and not budget.final:  # a single-view validation: measure evaluation speed
             self._eval_per_view = seconds / max(1, self._val_images(trainer))
-            budget.tail = self._tail_seconds(trainer, pl_module)
+            self._fit_final_evaluation(trainer, pl_module, budget)
 
     def _val_images(self, trainer: L.Trainer) -> int:
         return int(sum(trainer.num_val_batches)) * self._batch  # evaluation batches are as large as training ones
 
-    def _views(self, pl_module: L.LightningModule) -> float:
-        """Forward passes per image of the final (TTA) validation and the test; one for a module that does not say."""
-        return pl_module.tta_passes() if isinstance(pl_module, CostAware) else 1.0
+    def _views(self, pl_module: L.LightningModule, level: int | None = None) -> float:
+        """Forward passes per image of the final (TTA) validation and the test at ``level`` (default: the level the
+        module evaluates at); one for a module that does not say."""
+        return pl_module.tta_passes(level) if isinstance(pl_module, CostAware) else 1.0
 
-    def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+    def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule, level: int | None = None) -> float:
         """The final TTA validation and the test, from the measured evaluation (or training) speed."""
         per_view = self._eval_per_view or (self._seconds_per_image or 0.0) * EVAL_COST_PER_VIEW
         test = TEST_SIZE if self.test_follows else 0
-        return per_view * self._views(pl_module) * (self._val_images(trainer) + test)
+        return per_view * self._views(pl_module, level) * (self._val_images(trainer) + test)
+
+    def _fit_final_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, budget: TimeBudget) -> None:
+        """Sets the budget's tail to the final evaluation at the highest TTA level, up to the configured one, whose
+        estimated cost is at most ``budget.max_eval_fraction`` of the budget (the cheapest level where none is):
+        a short budget then trains longer and evaluates with fewer views. Decided again at every estimate, so a
+        level lowered on the first steps' guess comes back once a validation has measured the real cost."""
+        if not isinstance(pl_module, CostAware):
+            budget.tail = self._tail_seconds(trainer, pl_module)
+            return
+        pl_module.limit_tta(None)
+        configured = pl_module.tta_level()
+        tails = {level: self._tail_seconds(trainer, pl_module, level) for level in range(configured, -1, -1)}
+        cap = budget.max_eval_fraction * budget.seconds
+        chosen = next((level for level, seconds in tails.items() if seconds <= cap), 0)
+        pl_module.limit_tta(None if chosen == configured else chosen)
+        budget.tail = tails[chosen]
+        if chosen != self.record.get("tta_level", configured):
+            head = f"Time budget {format_duration(budget.seconds)}: the final evaluation"
+            rank_zero_info(
+                f"{head} at tta_level {configured} is estimated at {format_duration(tails[configured])}, over "
+                f"{budget.max_eval_fraction:.0%} of the budget, so it runs at tta_level {chosen} "
+                f"({format_duration(tails[chosen])}) and training keeps the rest."
+                if chosen < configured
+                else f"{head} fits at tta_level {chosen} ({format_duration(tails[chosen])}) after all."
+            )
+        self.record["tta_level"] = chosen
 
     def _project_budget(
         self, trainer: L.Trainer, pl_module: L.LightningModule, budget: TimeBudget, speed: str, key: str, head: str
     ) -> None:
         """Under a time budget: prints and records how many epochs the budget's remaining time fits."""
         assert self._seconds_per_image is not None
-        budget.tail = self._tail_seconds(trainer, pl_module)
+        self._fit_final_evaluation(trainer, pl_module, budget)
         # the budget's progress is time: images per second, averaged over the time left, is 1 / cost averaged
         speedup = average_to_end(lambda p: 1 / step_cost(pl_module, p), training_progress(trainer)[0])
         left = budget.window() - budget.elapsed()
@@ -196,10 +229,12 @@ class CostReport(L.Callback):
             "then evaluates."
         )
         if left <= 0:
+            epoch = batches * self._batch * self._seconds_per_image / speedup
             rank_zero_warn(
                 f"--time_budget {budget.seconds / 60:g} is too short for this run: its final evaluation alone is "
                 f"estimated at {format_duration(budget.tail)}, so training ends now, at step {trainer.global_step}, "
-                "before its schedule has annealed. Give a longer --time_budget, or a lower --model.tta_level."
+                f"before its schedule has annealed. --time_budget {budget.minutes_for(budget.elapsed() + epoch):g} "
+                "would train about one epoch at the speed measured."
             )
         self.record[key] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
 
