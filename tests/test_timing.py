@@ -21,7 +21,7 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.optim import lr_factor, lr_factor_at, schedule_factor
 from cifar_lightning.models.tta import tta_logits
 from cifar_lightning.report import export
-from cifar_lightning.run.budget import TimeBudget, seconds_since_process_start
+from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort, seconds_since_process_start
 from cifar_lightning.run.cli import main
 from cifar_lightning.run.estimate import (
     CostReport,
@@ -310,7 +310,7 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A 1-minute budget (a 55 s window) at 0.5 s per step fits many epochs; if the final evaluation were estimated
-    at 100 s, none: the user is told so, and the projection never goes below the steps already done."""
+    at 100 s, none: the user is told so after the first step, with a budget that would work, and the run ends."""
     if evaluation_seconds is not None:
         monkeypatch.setattr(CostReport, "_tail_seconds", lambda *args: evaluation_seconds)
     clock, report = FakeClock(), CostReport()
@@ -318,29 +318,41 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
     callbacks = [TimeBudget(1.0, clock=clock), report, AdvanceClock(clock, 0.5)]
     trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks)
-    with caplog.at_level("INFO"):
-        trainer.fit(model, datamodule=dm)
-    assert caplog.text.count("Time budget 1:00: at ") == 1 and report.record["estimate"]["at_step"] == 6
     if evaluation_seconds is None:
+        with caplog.at_level("INFO"):
+            trainer.fit(model, datamodule=dm)
+        assert caplog.text.count("Time budget 1:00: at ") == 1 and report.record["estimate"]["at_step"] == 6
         assert not [w for w in recwarn if "too short" in str(w.message)]
         assert report.record["estimate"]["epochs"] > 1.0
-    else:
-        [warning] = [str(w.message) for w in recwarn if "too short" in str(w.message)]
-        assert warning.startswith("--time_budget 1 is too short for this run") and "at step 6" in warning
-        # 3 s gone, one 2.5 s epoch and the 100 s evaluation: 105.5 s, 110.5 s with the 5 s reserve
-        assert warning.endswith("--time_budget 2 would train about one epoch at the speed measured.")
-        assert "the schedule fits about 1.2 epochs" in caplog.text
-        assert report.record["estimate"]["epochs"] == 1.2  # the 6 steps done, 5 per epoch: never fewer
-        assert trainer.global_step == 6  # the validation after step 5 measured the evaluation: step 6 was the last
+        return
+    # 0.5 s gone, an epoch of a tiny MLP (well under a second) and the 100 s evaluation, with the 5 s reserve
+    expected = (
+        "--time_budget 1 is too short for this run: 0 s have passed and its final evaluation alone is estimated at "
+        "1:40, so it stops after its first step. --time_budget 2 would train about one epoch (at that step's speed)."
+    )
+    with pytest.raises(TimeBudgetTooShort) as refused:
+        trainer.fit(model, datamodule=dm)
+    assert str(refused.value) == expected and trainer.global_step == 1 and "estimate" not in report.record
 
 
-@pytest.mark.parametrize("measured", [False, True], ids=["guessed", "measured"])
+def test_a_budget_too_short_for_any_training_is_one_line_and_leaves_no_run(
+    batches_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.py counts the budget from the process's start: this test process started long before 3 s ago."""
+    assert main([*tiny_args(batches_dir, tmp_path / "runs"), "--time_budget", "0.05"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: --time_budget 0.05 is too short for this run: ") and "would train about" in line
+    assert run_dirs(tmp_path / "runs") == []
+
+
+@pytest.mark.parametrize("case", ["guessed", "measured", "ended before the first estimate"])
 def test_a_short_budget_evaluates_with_fewer_tta_views(
-    measured: bool, batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    case: str, batches_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 1-minute budget lets the final evaluation take 15 s. Estimated at 40 s with the mirror (tta_level 1) and
-    10 s without, it runs without. Where a validation then measures it cheaper (12 s with the mirror: ``measured``),
-    the mirror comes back for the final validation and the record says which level was used."""
+    10 s without, it runs without, even where the budget ends before the first estimate (20 s steps). Where a
+    validation measures it cheaper (12 s with the mirror), the mirror comes back for the final validation."""
+    measured = case == "measured"
 
     def tail(report: CostReport, trainer: L.Trainer, module: MLPClassifier, level: int | None = None) -> float:
         level = module.tta_level() if level is None else level
@@ -358,9 +370,12 @@ def test_a_short_budget_evaluates_with_fewer_tta_views(
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, tta_level=1)
     # 10 steps per epoch: the first estimate (step 6) guesses, the first validation (after step 10) measures
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=8)
-    callbacks = [TimeBudget(1.0, clock=clock), report, AdvanceClock(clock, 2.0)]
+    step_seconds = 20.0 if case == "ended before the first estimate" else 2.0
+    callbacks = [TimeBudget(1.0, clock=clock), report, AdvanceClock(clock, step_seconds)]
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks)
     with caplog.at_level("INFO"):
-        quiet_trainer(tmp_path, max_epochs=2, callbacks=callbacks).fit(model, datamodule=dm)
+        trainer.fit(model, datamodule=dm)
+    assert (trainer.global_step < 6) == (step_seconds == 20.0)
     assert (
         "the final evaluation at tta_level 1 is estimated at 0:40, over 25% of the budget, so it runs at "
         "tta_level 0 (0:10)" in caplog.text

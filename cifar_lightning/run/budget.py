@@ -31,6 +31,11 @@ def seconds_since_process_start() -> float:
         return 0.0
 
 
+class TimeBudgetTooShort(ValueError):
+    """A time budget that leaves no time to train: refused after the first step (the first measure of speed),
+    before any evaluation; the message names a budget that would train about an epoch."""
+
+
 class TimeBudget(TrainingClock):
     """Runs the schedule on wall-clock time: the run ends, annealed and evaluated, within ``minutes``.
 
@@ -120,8 +125,7 @@ class TimeBudget(TrainingClock):
                 rank_zero_warn(
                     f"time_budget {self.seconds / 60:g} was used up before training started: {elapsed:.0f} s had "
                     f"passed (imports, data loading, or the earlier part of a resumed run) against a "
-                    f"{max(0.0, window):.0f} s window, so this run trains one step, then evaluates. Give a longer "
-                    "time budget."
+                    f"{max(0.0, window):.0f} s window. Give a longer time budget."
                 )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -34,7 +34,7 @@ from cifar_lightning.report.export import ExportBest, ExportFormats
 from cifar_lightning.report.figures import RunFigures
 from cifar_lightning.report.predict import PredictionWriter
 from cifar_lightning.run import runs
-from cifar_lightning.run.budget import TimeBudget
+from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort
 from cifar_lightning.run.checkpoints import (
     AtomicCheckpointIO,
     CheckpointWriteError,
@@ -317,10 +317,11 @@ def _main(args: list[str] | None = None) -> int:
         if not run:
             fit_and_test(cli)
         code = cli.exit_code
-    except (UsageError, DataError) as err:
+    except (UsageError, DataError, TimeBudgetTooShort) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
-        discard = isinstance(err, DataError)  # bad data stops a run before it trained: leave no trace of it
+        # bad data stops a run before it trained, a too-short budget after one step: leave no trace of either
+        discard = isinstance(err, (DataError, TimeBudgetTooShort))
     except (DivergedError, CheckpointWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
     except (MemoryError, RuntimeError) as err:

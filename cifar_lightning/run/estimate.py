@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from cifar_lightning.constants import TEST_SIZE
 from cifar_lightning.models.progress import training_progress
-from cifar_lightning.run.budget import TimeBudget, seconds_since_process_start
+from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort, seconds_since_process_start
 from cifar_lightning.run.hardware import describe, hardware_info
 
 # Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
@@ -112,6 +112,9 @@ class CostReport(L.Callback):
         self._warm = 0  # steps run at self._cost so far, up to warmup_steps
         self._batch = 1  # training images per step, over all ranks
         self._measured_per_image = 0.0  # one training image, as measured
+        self._last_per_image: float | None = None  # one full-size training image, in the last step (a fallback)
+        self._warned_short = False  # said that the budget is too short for any training
+        self._steps = 0  # training steps this process has run
         self._seconds_per_image: float | None = None  # one full-size training image (see VariableStepCost)
         self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
 
@@ -151,11 +154,18 @@ class CostReport(L.Callback):
         elif len(self._step_times) < self.measured_steps:
             self._step_times.append(now - self._step_end)
             if len(self._step_times) == self.measured_steps:
-                self._batch = len(batch[1]) * trainer.world_size
                 self._measured_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
                 self._seconds_per_image = self._measured_per_image / self._cost  # as a full-size step would take
                 self._project(trainer, pl_module, revised="estimate" in self.record)
+        self._steps += 1
+        self._batch = max(self._batch, len(batch[1]) * trainer.world_size)  # not an epoch's smaller last batch
+        self._last_per_image = (now - self._step_end) / len(batch[1]) / (self._cost or 1.0)
         self._step_end = now
+        if (budget := TimeBudget.of(trainer)) and self._seconds_per_image is None:
+            # Until the first estimate, the last step's speed sizes the final evaluation, so that a budget too short
+            # for the first steps reserves it (and chooses its level) too. The first steps are the slowest: this errs
+            # towards fewer views, and the estimate decides again.
+            self._fit_final_evaluation(trainer, pl_module, budget)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -181,7 +191,7 @@ class CostReport(L.Callback):
 
     def _tail_seconds(self, trainer: L.Trainer, pl_module: L.LightningModule, level: int | None = None) -> float:
         """The final TTA validation and the test, from the measured evaluation (or training) speed."""
-        per_view = self._eval_per_view or (self._seconds_per_image or 0.0) * EVAL_COST_PER_VIEW
+        per_view = self._eval_per_view or (self._seconds_per_image or self._last_per_image or 0.0) * EVAL_COST_PER_VIEW
         test = TEST_SIZE if self.test_follows else 0
         return per_view * self._views(pl_module, level) * (self._val_images(trainer) + test)
 
@@ -198,6 +208,9 @@ class CostReport(L.Callback):
         tails = {level: self._tail_seconds(trainer, pl_module, level) for level in range(configured, -1, -1)}
         cap = budget.max_eval_fraction * budget.seconds
         chosen = next((level for level, seconds in tails.items() if seconds <= cap), 0)
+        gone = budget.seconds - budget.reserve - tails[chosen] <= budget.elapsed()  # no time left to train
+        if trainer.world_size > 1:  # rank 0's clock decides for every rank, as the budget's own decisions do
+            chosen, gone = trainer.strategy.broadcast((chosen, gone), src=0)
         pl_module.limit_tta(None if chosen == configured else chosen)
         budget.tail = tails[chosen]
         if chosen != self.record.get("tta_level", configured):
@@ -210,6 +223,26 @@ class CostReport(L.Callback):
                 else f"{head} fits at tta_level {chosen} ({format_duration(tails[chosen])}) after all."
             )
         self.record["tta_level"] = chosen
+        if gone and not self._warned_short:
+            self._warned_short = True
+            self._too_short(trainer, budget)
+
+    def _too_short(self, trainer: L.Trainer, budget: TimeBudget) -> None:
+        """The budget's window is gone. After this process's first step, nothing has been learned yet: the run is
+        refused (``TimeBudgetTooShort``) rather than evaluated; later, it ends here, evaluated, with a warning."""
+        per_image = self._seconds_per_image or self._last_per_image or 0.0
+        epoch = max(1, trainer.num_training_batches) * self._batch * per_image
+        shortest = f"--time_budget {budget.minutes_for(budget.elapsed() + epoch):g} would train about one epoch"
+        problem = (
+            f"--time_budget {budget.seconds / 60:g} is too short for this run: {budget.elapsed():.0f} s have passed "
+            f"and its final evaluation alone is estimated at {format_duration(budget.tail)}"
+        )
+        if self._steps == 1:  # the same on every rank
+            raise TimeBudgetTooShort(f"{problem}, so it stops after its first step. {shortest} (at that step's speed).")
+        rank_zero_warn(
+            f"{problem}, so training ends now, at step {trainer.global_step}, before its schedule has annealed. "
+            f"{shortest} at the speed measured."
+        )
 
     def _project_budget(
         self, trainer: L.Trainer, pl_module: L.LightningModule, budget: TimeBudget, speed: str, key: str, head: str
@@ -228,14 +261,6 @@ class CostReport(L.Callback):
             f"{label} {format_duration(budget.seconds)}: at {speed} the schedule fits about {epochs:.1f} epochs, "
             "then evaluates."
         )
-        if left <= 0:
-            epoch = batches * self._batch * self._seconds_per_image / speedup
-            rank_zero_warn(
-                f"--time_budget {budget.seconds / 60:g} is too short for this run: its final evaluation alone is "
-                f"estimated at {format_duration(budget.tail)}, so training ends now, at step {trainer.global_step}, "
-                f"before its schedule has annealed. --time_budget {budget.minutes_for(budget.elapsed() + epoch):g} "
-                "would train about one epoch at the speed measured."
-            )
         self.record[key] = {"epochs": round(epochs, 2), "at_step": trainer.global_step}
 
     def _project(self, trainer: L.Trainer, pl_module: L.LightningModule, revised: bool = False) -> None:
