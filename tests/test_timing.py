@@ -328,11 +328,12 @@ def test_budget_projection_says_how_many_epochs_fit_or_that_none_do(
     # 0.5 s gone, an epoch of a tiny MLP (well under a second) and the 100 s evaluation, with the 5 s reserve
     expected = (
         "--time_budget 1 is too short for this run: 0 s have passed and its final evaluation alone is estimated at "
-        "1:40, so it stops after its first step. --time_budget 2 would train about one epoch (at that step's speed)."
+        "1:40, so it stops before training. --time_budget 2 would train about one epoch (at the speed measured so far)."
     )
     with pytest.raises(TimeBudgetTooShort) as refused:
         trainer.fit(model, datamodule=dm)
-    assert str(refused.value) == expected and trainer.global_step == 1 and "estimate" not in report.record
+    # the sanity check measured the evaluation: refused before the first step
+    assert str(refused.value) == expected and trainer.global_step == 0 and "estimate" not in report.record
 
 
 def test_a_budget_too_short_for_any_training_is_one_line_and_leaves_no_run(
@@ -356,7 +357,7 @@ def test_a_short_budget_evaluates_with_fewer_tta_views(
 
     def tail(report: CostReport, trainer: L.Trainer, module: MLPClassifier, level: int | None = None) -> float:
         level = module.tta_level() if level is None else level
-        return {1: 12.0 if measured and report._eval_per_view else 40.0, 0: 10.0}[level]
+        return {1: 12.0 if measured and trainer.global_step >= 10 else 40.0, 0: 10.0}[level]  # after a validation
 
     monkeypatch.setattr(CostReport, "_tail_seconds", tail)
     evaluated_at: list[int] = []

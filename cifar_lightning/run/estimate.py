@@ -114,6 +114,7 @@ class CostReport(L.Callback):
         self._measured_per_image = 0.0  # one training image, as measured
         self._last_per_image: float | None = None  # one full-size training image, in the last step (a fallback)
         self._warned_short = False  # said that the budget is too short for any training
+        self._val_seen = 0  # images in the validation now running
         self._steps = 0  # training steps this process has run
         self._seconds_per_image: float | None = None  # one full-size training image (see VariableStepCost)
         self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
@@ -134,6 +135,12 @@ class CostReport(L.Callback):
         self._fit_start = time.perf_counter()
         budget = TimeBudget.of(trainer)
         self.record["time_budget_minutes"] = budget.seconds / 60 if budget else None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (budget := TimeBudget.of(trainer)) and self._eval_per_view is not None:
+            # the sanity check measured evaluation: size the final one, and refuse a budget without time to train,
+            # before the first step
+            self._fit_final_evaluation(trainer, pl_module, budget)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._step_end = time.perf_counter()
@@ -169,12 +176,23 @@ class CostReport(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
+        self._val_seen = 0
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        self._val_seen += len(batch[1])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # fit's validations (trainer.training is False inside them: their stage is "validate")
-        if trainer.state.fn != "fit" or trainer.sanity_checking:
+        if trainer.state.fn != "fit":
             return
         seconds = time.perf_counter() - self._val_start
+        if trainer.sanity_checking:  # a first measure of evaluation speed, before any training (it errs slow)
+            batches = max(1, int(sum(trainer.num_sanity_val_batches)))
+            self._batch = max(self._batch, -(-self._val_seen // batches) * trainer.world_size)
+            self._eval_per_view = seconds / max(1, self._val_seen) if self._val_seen else None
+            return
         self._step_end += seconds  # a step's time excludes the validation inside it
         budget = TimeBudget.of(trainer)
         if budget is not None and not budget.final:  # a single-view validation: measure evaluation speed
@@ -230,15 +248,18 @@ class CostReport(L.Callback):
     def _too_short(self, trainer: L.Trainer, budget: TimeBudget) -> None:
         """The budget's window is gone. After this process's first step, nothing has been learned yet: the run is
         refused (``TimeBudgetTooShort``) rather than evaluated; later, it ends here, evaluated, with a warning."""
-        per_image = self._seconds_per_image or self._last_per_image or 0.0
+        # before any step, a training image is guessed from the sanity check's evaluation speed
+        guess = (self._eval_per_view or 0.0) / EVAL_COST_PER_VIEW
+        per_image = self._seconds_per_image or self._last_per_image or guess
         epoch = max(1, trainer.num_training_batches) * self._batch * per_image
         shortest = f"--time_budget {budget.minutes_for(budget.elapsed() + epoch):g} would train about one epoch"
         problem = (
             f"--time_budget {budget.seconds / 60:g} is too short for this run: {budget.elapsed():.0f} s have passed "
             f"and its final evaluation alone is estimated at {format_duration(budget.tail)}"
         )
-        if self._steps == 1:  # the same on every rank
-            raise TimeBudgetTooShort(f"{problem}, so it stops after its first step. {shortest} (at that step's speed).")
+        if self._steps <= 1:  # nothing learned yet (the same on every rank)
+            when = "before training" if self._steps == 0 else "after its first step"
+            raise TimeBudgetTooShort(f"{problem}, so it stops {when}. {shortest} (at the speed measured so far).")
         rank_zero_warn(
             f"{problem}, so training ends now, at step {trainer.global_step}, before its schedule has annealed. "
             f"{shortest} at the speed measured."
