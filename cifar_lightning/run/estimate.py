@@ -114,7 +114,8 @@ class CostReport(L.Callback):
         self._measured_per_image = 0.0  # one training image, as measured
         self._last_per_image: float | None = None  # one full-size training image, in the last step (a fallback)
         self._warned_short = False  # said that the budget is too short for any training
-        self._val_seen = 0  # images in the validation now running
+        self._val_batch_start = 0.0
+        self._sanity_last: tuple[float, int] | None = None  # the sanity check's last batch: seconds per image, images
         self._steps = 0  # training steps this process has run
         self._seconds_per_image: float | None = None  # one full-size training image (see VariableStepCost)
         self._eval_per_view: float | None = None  # one image, one view, in a single-view validation, measured
@@ -176,22 +177,27 @@ class CostReport(L.Callback):
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
-        self._val_seen = 0
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        self._val_batch_start = time.perf_counter()
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
-        self._val_seen += len(batch[1])
+        if trainer.sanity_checking:  # the last batch is the warm one: the first pays for kernel selection
+            self._sanity_last = ((time.perf_counter() - self._val_batch_start) / len(batch[1]), len(batch[1]))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # fit's validations (trainer.training is False inside them: their stage is "validate")
         if trainer.state.fn != "fit":
             return
         seconds = time.perf_counter() - self._val_start
-        if trainer.sanity_checking:  # a first measure of evaluation speed, before any training (it errs slow)
-            batches = max(1, int(sum(trainer.num_sanity_val_batches)))
-            self._batch = max(self._batch, -(-self._val_seen // batches) * trainer.world_size)
-            self._eval_per_view = seconds / max(1, self._val_seen) if self._val_seen else None
+        if trainer.sanity_checking:  # a first measure of evaluation speed, before any training
+            if self._sanity_last is not None:
+                self._eval_per_view, images = self._sanity_last
+                self._batch = max(self._batch, images * trainer.world_size)
             return
         self._step_end += seconds  # a step's time excludes the validation inside it
         budget = TimeBudget.of(trainer)
