@@ -154,7 +154,7 @@ def budget_fit(
     tmp_path: Path, batches_dir: Path, minutes: float, step_seconds: float, **trainer_args: Any
 ) -> tuple[Any, ...]:
     clock = FakeClock()
-    budget = TimeBudget(minutes, clock=clock)
+    budget = TimeBudget(minutes, clock=clock, min_reserve_seconds=5.0)  # the step counts below assume 5 s
     probe = AdvanceClock(clock, step_seconds)
     model = MLPClassifier(hidden_sizes=(32,), whiten=False, lookahead=True, tta_level=1, warmup_fraction=0.2)
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)  # 5 steps per epoch
