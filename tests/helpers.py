@@ -135,6 +135,13 @@ def read_wandb_records_until(path: Path, done: Callable[[list], bool], timeout: 
     return records
 
 
+def read_wandb_run_records(path: Path) -> list:
+    """The run records (``record.run``) of an offline ``.wandb`` file, waiting for wandb's service to write one: a
+    CI run of 2026-12-03 read a resumed run's file, after ``main`` had returned, before its run record was in it."""
+    records = read_wandb_records_until(path, lambda found: any(r.HasField("run") for r in found))
+    return [r.run for r in records if r.HasField("run")]
+
+
 def read_wandb_records(path: Path) -> list:
     """The records of an offline ``.wandb`` file (a LevelDB-style log of protobuf records: 7-byte file header, 32 KiB
     blocks, each chunk with a 7-byte header of crc, little-endian length and type: 1 full, 2 first, 3 middle,

@@ -20,8 +20,8 @@ import torch
 from helpers import (
     SUBPROCESS_TIMEOUT,
     flags,
-    read_wandb_records,
     read_wandb_records_until,
+    read_wandb_run_records,
     run_dirs,
     tiny_args,
     write_folder,
@@ -118,7 +118,7 @@ def test_hard_kill_resumes_with_ckpt_path_last_in_the_same_run(
     parts = sorted(run.glob("wandb/offline-run-*"))
     assert len(parts) == 2 and all(run_id in part.name for part in parts)
     [resumed] = parts[-1].glob("*.wandb")
-    assert {r.run.run_id for r in read_wandb_records(resumed) if r.HasField("run")} == {run_id}
+    assert {r.run_id for r in read_wandb_run_records(resumed)} == {run_id}
     assert f"wandb sync {parts[0]} {parts[1]}" in caplog.text  # the hint uploads both parts
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import flags, read_wandb_records, run_dirs, tiny_args
+from helpers import flags, read_wandb_run_records, run_dirs, tiny_args
 
 from cifar_lightning.run.cli import main
 from cifar_lightning.run.loggers import has_wandb_credentials
@@ -48,7 +48,7 @@ def test_wandb_project_follows_wandb_project_and_the_flag_overrides_it(
     assert main([*args, *(["--wandb_project", flag] if flag else [])]) == 0
     [run] = run_dirs(tmp_path)
     [wandb_file] = run.glob("wandb/offline-run-*/*.wandb")
-    [record] = [r.run for r in read_wandb_records(wandb_file) if r.HasField("run")]
+    [record] = read_wandb_run_records(wandb_file)
     assert record.project == expected and record.entity == "my-team"
 
 
