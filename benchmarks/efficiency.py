@@ -24,8 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
-import yaml
-from overhead import MODEL_CLASSES, REPO, load_config
+from overhead import load_config, model_class
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_lightning.run.hardware import default_precision, describe
@@ -91,8 +90,7 @@ def measure(
     profile_path: str | None = None,
 ) -> dict[str, float]:
     model_args, _ = load_config(model)
-    class_path = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())["model"]["class_path"]
-    module = MODEL_CLASSES["mlp" if class_path.endswith("MLPClassifier") else "cnn"](**{**model_args, **overrides})
+    module = model_class(model)(**{**model_args, **overrides})
     module.to(device)
     opt = module.make_optimizer()
     x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)

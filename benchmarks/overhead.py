@@ -30,17 +30,24 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.classifier import CIFAR10Classifier
 from cifar_lightning.models.optim import schedule_factor
 from cifar_lightning.run.hardware import DefaultPrecision, default_precision
+from cifar_lightning.run.recipes import recipe_args, recipe_chain
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CLASSES = {"cnn": CNNClassifier, "mlp": MLPClassifier}
 
 
 def load_config(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    config = yaml.safe_load((REPO / "configs" / f"{model}.yaml").read_text())
-    model_args = {**config["model"]["init_args"], "lookahead": False}
+    """The recipe's model arguments (lookahead off, as the module's docstring says) and its data settings."""
+    model_args = {**recipe_args(model), "lookahead": False}
     data_keys = ("batch_size", "crop_padding", "crop_padding_mode", "augment")
-    data_args = {k: v for k, v in config["data"].items() if k in data_keys}
+    data_args = {k: v for k, v in recipe_args(model, "data").items() if k in data_keys}
     return model_args, data_args
+
+
+def model_class(model: str) -> type[CIFAR10Classifier]:
+    """The class ``configs/<model>.yaml`` (or the recipe it extends) names."""
+    named = [(yaml.safe_load(p.read_text()).get("model") or {}).get("class_path") for p in recipe_chain(model)]
+    return {c.__name__: c for c in MODEL_CLASSES.values()}[[n for n in named if n][-1].rpartition(".")[2]]
 
 
 def in_memory_data(images: torch.Tensor, labels: torch.Tensor, val_count: int, **kwargs: Any) -> CIFAR10DataModule:
@@ -117,7 +124,7 @@ def main() -> None:
 
     def fresh() -> CIFAR10Classifier:
         torch.manual_seed(0)
-        return MODEL_CLASSES[args.model](**model_args)
+        return model_class(args.model)(**model_args)
 
     plain_epoch(fresh(), dm, precision), lightning_epoch(fresh(), dm, precision)  # warm-up both paths
     times: dict[str, list[float]] = {"plain": [], "lightning": []}

@@ -44,6 +44,8 @@ def test_export_says_nothing_a_user_cannot_act_on(tmp_path: Path, caplog: pytest
         export_net(net, tmp_path / "model.pt2", CLASSES)
     assert "Expect archive file" not in caplog.text  # torch's complaint about the temporary file's name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # and no temporary file left
+    with pytest.raises(ValueError, match=r"writes \.pt2 or \.onnx files; got .*model\.pt"):
+        export_net(net, tmp_path / "model.pt", CLASSES)
 
 
 def test_exported_model_matches_the_checkpoint(trained_run: Path) -> None:
@@ -147,10 +149,10 @@ def test_onnx_export_matches_the_checkpoint(trained_run: Path) -> None:
 def test_failed_onnx_export_warns_and_the_run_still_succeeds(
     folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_converter(*args: object) -> None:
+    def no_converter(*args: object, **kwargs: object) -> None:
         raise RuntimeError("No ONNX function found for aten.some_op")
 
-    monkeypatch.setattr("cifar_lightning.report.export.export_onnx", no_converter)
+    monkeypatch.setattr("torch.onnx.export", no_converter)  # what a converter gap in a torch release looks like
     with pytest.warns(UserWarning, match="ONNX export skipped .*No ONNX function found"):
         assert main([*tiny_args(folder_dir, tmp_path, "mlp"), "--export", "all"]) == 0
     [run] = run_dirs(tmp_path)

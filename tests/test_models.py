@@ -18,11 +18,13 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.classifier import CIFAR10Classifier
 from cifar_lightning.models.layers import MaxPool2x2, count_parameters
 from cifar_lightning.models.optim import Muon, lr_factor
+from cifar_lightning.run.recipes import recipe_args
 
+MLP_RECIPE, CNN_RECIPE = recipe_args("mlp"), recipe_args("cnn")  # the tuned training values, at a tiny size here
 MODELS = {
     # whitening off unless a test asks for it: its 3,072-pixel eigendecomposition would dominate these tiny fits
-    "mlp": lambda **kw: MLPClassifier(hidden_sizes=(64,), **{"whiten": False, **kw}),
-    "cnn": lambda **kw: CNNClassifier(**{"widths": (8, 16, 32), **kw}),
+    "mlp": lambda **kw: MLPClassifier(**{**MLP_RECIPE, "hidden_sizes": (64,), "whiten": False, **kw}),
+    "cnn": lambda **kw: CNNClassifier(**{**CNN_RECIPE, "widths": (8, 16, 32), **kw}),
 }
 
 

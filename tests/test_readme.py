@@ -32,7 +32,7 @@ def test_the_datamodule_snippet_runs(folder_dir: Path, tmp_path: Path, monkeypat
     for written, here in (
         ('"~/data/cifar10-jpeg"', repr(str(folder_dir))),
         ("val_split=5000", "val_split=20"),
-        ("CNNClassifier()", "CNNClassifier(widths=(8, 16, 32))"),
+        ('CNNClassifier(**recipe_args("cnn"))', 'CNNClassifier(**recipe_args("cnn"), widths=(8, 16, 32))'),
     ):
         assert written in code, f"the README's DataModule snippet no longer says {written}: update this test"
         code = code.replace(written, here)

@@ -417,7 +417,7 @@ def test_wall_seconds_counts_the_export_and_figures_after_the_results_are_first_
     train_only = write_folder(tmp_path / "data", test_per_class=None)
     real_export, exported = export.export_net, []
 
-    def slow_export(*args: Any, **kwargs: Any) -> Path:
+    def slow_export(*args: Any, **kwargs: Any) -> Path | None:
         time.sleep(1.0)
         path = real_export(*args, **kwargs)
         exported.append(seconds_since_process_start())  # this test process is the run's process

@@ -14,7 +14,6 @@ from torch.nn import functional as F
 from cifar_lightning.constants import IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 from cifar_lightning.models.classifier import CIFAR10Classifier
 from cifar_lightning.models.layers import ConvBlock, GlobalMaxPool, check_sizes
-from cifar_lightning.models.optim import OptimizerName
 from cifar_lightning.models.progress import training_progress
 
 
@@ -89,10 +88,10 @@ class CNN(nn.Module):
 
 
 class CNNClassifier(CIFAR10Classifier):
-    """The CNN (``CNN``) trained by the shared ``CIFAR10Classifier``. Its defaults are the CNN recipe (``python
-    train.py --model cnn``): the network's arguments, progressive resizing, then the training values this model
-    tunes (Muon, lookahead, label smoothing, selective TTA: ``CIFAR10Classifier`` documents each); every other
-    argument is the base's, by keyword (``kwargs``).
+    """The CNN (``CNN``) trained by the shared ``CIFAR10Classifier``: the network's arguments and how training feeds
+    it (layout, compilation, progressive resizing); the training values (``lr``, ``optimizer``, ...) are the base's,
+    by keyword (``kwargs``). The tuned recipe, ``python train.py --model cnn``, is ``configs/cnn.yaml``: in your own
+    code, ``CNNClassifier(**recipe_args("cnn"))`` (``cifar_lightning.run.recipes``).
 
     Args:
         widths: channels of each conv block.
@@ -125,31 +124,9 @@ class CNNClassifier(CIFAR10Classifier):
         compile: bool = False,
         low_res: int | None = 20,
         low_res_fraction: float = 0.5625,
-        lr: float = 1.0,
-        weight_decay: float = 1.3e-3,
-        momentum: float = 0.85,
-        optimizer: OptimizerName = "muon",
-        warmup_fraction: float = 0.23,
-        label_smoothing: float = 0.2,
-        bias_lr_scale: float = 64.0,
-        lookahead: bool = True,
-        tta_level: int = 3,
-        tta_threshold: float = 0.65,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            optimizer=optimizer,
-            warmup_fraction=warmup_fraction,
-            label_smoothing=label_smoothing,
-            bias_lr_scale=bias_lr_scale,
-            lookahead=lookahead,
-            tta_level=tta_level,
-            tta_threshold=tta_threshold,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         num_classes = self.hparams["num_classes"]
         self.net = CNN(widths, drop_rate, bn_momentum, head_scale, whiten, num_classes)
         smallest = 2 ** len(widths) + 1  # the stem takes one pixel, each block's pooling halves what is left

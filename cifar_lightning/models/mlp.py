@@ -100,9 +100,10 @@ class MLP(nn.Module):
 
 
 class MLPClassifier(CIFAR10Classifier):
-    """The "basic ANN" (``MLP``) trained by the shared ``CIFAR10Classifier``. Its defaults are the MLP recipe
-    (``python train.py --model mlp``): the network's arguments, then the training values this model tunes; every
-    other argument is the base's, by keyword.
+    """The "basic ANN" (``MLP``) trained by the shared ``CIFAR10Classifier``: the network's arguments; the training
+    values (``lr``, ``tta_level``, ...) are the base's, by keyword (``kwargs``). The tuned recipe, ``python train.py
+    --model mlp``, is ``configs/mlp.yaml``: in your own code, ``MLPClassifier(**recipe_args("mlp"))``
+    (``cifar_lightning.run.recipes``).
 
     Args:
         hidden_sizes: width of each hidden layer.
@@ -110,9 +111,7 @@ class MLPClassifier(CIFAR10Classifier):
         whiten: whiten the input pixels with a frozen transform set from the first training images.
         whiten_eps: whitening regularizer, added to the covariance eigenvalues of the normalized pixels.
         whiten_dim: whiten onto this many principal directions (PCA), or None for ZCA over all 3,072 pixels.
-        lr: as ``CIFAR10Classifier``'s, tuned for this model.
-        tta_level: as ``CIFAR10Classifier``'s: the mirror.
-        kwargs: any other ``CIFAR10Classifier`` argument.
+        kwargs: any ``CIFAR10Classifier`` argument.
     """
 
     net: MLP
@@ -124,9 +123,7 @@ class MLPClassifier(CIFAR10Classifier):
         whiten: bool = True,
         whiten_eps: float = 10.0,
         whiten_dim: int | None = 256,
-        lr: float = 0.05,
-        tta_level: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(lr=lr, tta_level=tta_level, **kwargs)
+        super().__init__(**kwargs)
         self.net = MLP(hidden_sizes, drop_rate, whiten, whiten_eps, whiten_dim, self.hparams["num_classes"])

@@ -75,12 +75,18 @@ def export_net(
     classes: Sequence[str],
     extra: dict[str, Any] | None = None,
     normalization: Normalization = (MEAN, STD),
-) -> Path:
-    """Exports ``net`` with ``torch.export`` to ``path`` (``.pt2``), with a dynamic batch size."""
-    example = torch.rand(2, *IMAGE_SHAPE)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(_portable(net, normalization), (example,), dynamic_shapes=({0: batch},))
-    meta = json.dumps(_metadata(classes, extra, normalization))
+) -> Path | None:
+    """Exports ``net``, with a dynamic batch size, in the format ``path``'s suffix names: ``.pt2`` (``torch.export``,
+    metadata in the file as ``META_FILE``) or ``.onnx`` (input ``images``, output ``logits``, metadata in its
+    ``metadata_props``; only where the ``onnx`` and ``onnxscript`` packages, which torch's exporter needs, are
+    installed, else None)."""
+    if path.suffix not in (".pt2", ".onnx"):
+        raise ValueError(f"export_net writes .pt2 or .onnx files; got {path}. Name the file model.pt2 or model.onnx.")
+    portable, meta = _portable(net, normalization), json.dumps(_metadata(classes, extra, normalization))
+    example, batch = torch.rand(2, *IMAGE_SHAPE), torch.export.Dim("batch", min=1, max=65536)
+    if path.suffix == ".onnx":
+        return _save_onnx(portable, example, batch, path, meta)
+    program = torch.export.export(portable, (example,), dynamic_shapes=({0: batch},))
     with atomic_target(path, keep_suffix=True) as tmp, warnings.catch_warnings():
         # torch 2.14 warns that no tensor group is "complete", which is about weights on a GPU only
         warnings.filterwarnings("ignore", "No complete tensor found in the group", UserWarning)
@@ -88,25 +94,16 @@ def export_net(
     return path
 
 
-def export_onnx(
-    net: nn.Module,
-    path: Path,
-    classes: Sequence[str],
-    extra: dict[str, Any] | None = None,
-    normalization: Normalization = (MEAN, STD),
-) -> Path | None:
-    """Also an ONNX file, input ``images`` and output ``logits``, metadata in its ``metadata_props``; only where the
-    ``onnx`` and ``onnxscript`` packages (what torch's exporter needs) are installed, else None."""
+def _save_onnx(portable: nn.Module, example: Tensor, batch: Any, path: Path, meta: str) -> Path | None:
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch.onnx's exporter imports it)
     except ImportError:
         return None
-    batch = torch.export.Dim("batch", min=1, max=65536)
     with atomic_target(path, keep_suffix=True) as tmp:  # onnx.save picks the format from the suffix
         torch.onnx.export(
-            _portable(net, normalization),
-            (torch.rand(2, *IMAGE_SHAPE),),
+            portable,
+            (example,),
             tmp,
             input_names=["images"],
             output_names=["logits"],
@@ -116,7 +113,7 @@ def export_onnx(
             verbose=False,  # else 8 lines of progress on every run
         )
         model = onnx.load(tmp)
-        onnx.helper.set_model_props(model, {META_FILE: json.dumps(_metadata(classes, extra, normalization))})
+        onnx.helper.set_model_props(model, {META_FILE: meta})
         onnx.save(model, tmp)
     return path
 
@@ -164,7 +161,7 @@ class ExportBest(L.Callback):
         if self.formats != "all":
             return
         try:  # ONNX is an extra: a converter gap in some torch release must not fail a finished run
-            export_onnx(net, folder / ONNX_FILE, classes, meta, normalization)
+            export_net(net, folder / ONNX_FILE, classes, meta, normalization)
         except Exception as err:
             reason = (str(err).splitlines() or [""])[0]
             rank_zero_warn(f"ONNX export skipped ({type(err).__name__}: {reason}); {EXPORT_FILE} is written.")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
+
+import yaml
 
 from cifar_lightning.run.usage import UsageError
 
@@ -49,6 +52,17 @@ def recipe_chain(name: str) -> list[Path]:
         first = path.read_text().partition("\n")[0]
         name = first.removeprefix(EXTENDS).partition(".")[0].strip() if first.startswith(EXTENDS) else ""
     return chain
+
+
+def recipe_args(name: str, section: Literal["model", "data"] = "model") -> dict[str, Any]:
+    """The arguments ``--model NAME`` gives the model class (its ``init_args``) or the DataModule, through the configs
+    it extends: ``CNNClassifier(**recipe_args("cnn"))`` and ``CIFAR10DataModule(**recipe_args("cnn", "data"))`` in
+    your own code are what ``python train.py --model cnn`` trains (the classes' defaults fill in the rest)."""
+    args: dict[str, Any] = {}
+    for path in recipe_chain(name):
+        part = (yaml.safe_load(path.read_text()) or {}).get(section) or {}
+        args |= (part.get("init_args") or {}) if section == "model" else part
+    return args
 
 
 def expand_model_flag(argv: list[str]) -> list[str]:

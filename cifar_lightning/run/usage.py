@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -43,13 +44,23 @@ class NothingToDo(Exception):
 
 
 def init_arguments(class_path: str) -> list[str]:
-    """The keyword arguments of the class at ``class_path`` (empty when it cannot be imported)."""
+    """The keyword arguments of the class at ``class_path`` and, where its ``__init__`` passes ``**kwargs`` on, its
+    bases' (a model's training values are ``CIFAR10Classifier``'s); empty when it cannot be imported."""
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return []
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is L.LightningModule or klass is object:
+            break
+        if "__init__" in vars(klass):
+            params = inspect.signature(vars(klass)["__init__"]).parameters
+            names += [p for p in params if p not in ("self", "args", "kwargs", *names)]
+            if "kwargs" not in params:
+                break
+    return names
 
 
 def nearest(word: str, names: list[str]) -> str:
