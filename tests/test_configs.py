@@ -88,7 +88,7 @@ def test_recipe_args_build_in_python_the_model_and_data_a_recipe_trains(name: st
     got = {k: list(v) if isinstance(v, tuple) else v for k, v in model.hparams.items()}
     assert got == expected
     data = {k.removeprefix("data."): v for k, v in config.items() if k.startswith("data.")}
-    assert recipe_args(name, "data").items() <= data.items() and recipe_args(name, "data")
+    assert recipe_args(name, "data").items() <= data.items()
     assert isinstance(model, CIFAR10Classifier) and CIFAR10DataModule(**recipe_args(name, "data"))
 
 

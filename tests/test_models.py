@@ -248,7 +248,7 @@ def test_mlp_whitening_gives_uncorrelated_unit_variance_inputs(
 WHITENING = {"mlp": "net.input_whitening", "cnn": "net.stem.weight"}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", WHITENING)  # the models with a whitening transform
 def test_whitening_is_set_when_training_starts_and_never_trained(name: str, batches_dir: Path, tmp_path: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
     model = MODELS[name](whiten=True)

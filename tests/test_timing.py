@@ -29,6 +29,7 @@ from cifar_lightning.run.estimate import (
     average_to_end,
     estimate_seconds,
     format_duration,
+    one_epoch_seconds,
     step_cost,
     validations_left,
 )
@@ -90,6 +91,10 @@ def test_estimate_weighs_each_step_by_its_cost() -> None:
     assert average_to_end(partial(step_cost, model), 0.5) == pytest.approx(1.0)
     assert average_to_end(lambda p: 1 / step_cost(model, p), 0.0) == pytest.approx(2.5)  # a budget's images/s
     assert step_cost(MLPClassifier(hidden_sizes=(8,)), 0.2) == 1.0  # a model whose steps all cost the same
+    # the epoch a refused budget's suggestion is sized for: 1,000 images at 10 ms each at full size, and 2.5 times
+    # as fast where half the run's time goes to quarter-cost steps (it counted every step at full size before)
+    assert one_epoch_seconds(1000, 0.01, MLPClassifier(hidden_sizes=(8,))) == pytest.approx(10.0)
+    assert one_epoch_seconds(1000, 0.01, model) == pytest.approx(4.0)
 
 
 def test_hardware_line_names_device_precision_and_threads() -> None:

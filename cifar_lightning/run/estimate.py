@@ -51,6 +51,12 @@ def average_to_end(f: Callable[[float], float], start: float, samples: int = 200
     return sum(f(start + (i + 0.5) * width) for i in range(samples)) / samples if width > 0 else f(1.0)
 
 
+def one_epoch_seconds(images: float, seconds_per_image: float, pl_module: L.LightningModule) -> float:
+    """Training time of a run that sees ``images`` once, at ``seconds_per_image`` per full-size image: under
+    progressive resizing its steps are cheaper for the low-resolution share of the run, wherever it ends."""
+    return images * seconds_per_image / average_to_end(lambda p: 1 / step_cost(pl_module, p), 0.0)
+
+
 @dataclass
 class Workload:
     """What is left to compute, in images, and how fast a training image goes."""
@@ -257,7 +263,8 @@ class CostReport(L.Callback):
         # before any step, a training image is guessed from the sanity check's evaluation speed
         guess = (self._eval_per_view or 0.0) / EVAL_COST_PER_VIEW
         per_image = self._seconds_per_image or self._last_per_image or guess
-        epoch = max(1, trainer.num_training_batches) * self._batch * per_image
+        images = max(1, trainer.num_training_batches) * self._batch
+        epoch = one_epoch_seconds(images, per_image, trainer.lightning_module)
         shortest = f"--time_budget {budget.minutes_for(budget.elapsed() + epoch):g} would train about one epoch"
         problem = (
             f"--time_budget {budget.seconds / 60:g} is too short for this run: {budget.elapsed():.0f} s have passed "
