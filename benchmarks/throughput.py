@@ -24,7 +24,7 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 from overhead import MODEL_CLASSES, REPO, EpochTimer, in_memory_data, load_config
 
-from cifar_lightning.run.estimate import average_to_end, step_cost
+from cifar_lightning.run.costs import average_to_end, step_cost
 from cifar_lightning.run.hardware import default_precision
 
 TRAIN, VAL = 45_000, 5_000

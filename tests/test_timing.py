@@ -23,8 +23,7 @@ from cifar_lightning.models.tta import tta_logits
 from cifar_lightning.report import export
 from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort, seconds_since_process_start
 from cifar_lightning.run.cli import main
-from cifar_lightning.run.estimate import (
-    CostReport,
+from cifar_lightning.run.costs import (
     Workload,
     average_to_end,
     estimate_seconds,
@@ -33,6 +32,7 @@ from cifar_lightning.run.estimate import (
     step_cost,
     validations_left,
 )
+from cifar_lightning.run.estimate import CostReport
 from cifar_lightning.run.hardware import describe, hardware_info
 
 

@@ -44,7 +44,8 @@ from cifar_lightning.run.checkpoints import (
     nothing_to_resume,
     read_checkpoint,
 )
-from cifar_lightning.run.estimate import CostReport, step_cost
+from cifar_lightning.run.costs import step_cost
+from cifar_lightning.run.estimate import CostReport
 from cifar_lightning.run.hardware import default_precision, return_freed_memory
 from cifar_lightning.run.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
 from cifar_lightning.run.recipes import SUBCOMMANDS, expand_model_flag, help_text

@@ -1,0 +1,79 @@
+"""The cost model behind a run's estimate and its time budget: what a training step, an epoch, a validation and a
+TTA evaluation cost, in seconds or relative to a full-size step. Pure functions of the model's ``CostAware``
+interface and of the Trainer's settings; ``estimate.CostReport`` measures the speeds they scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import lightning as L
+
+# Evaluating one view of an image costs about a third of training on it: no backward pass, which costs about two
+# forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
+EVAL_COST_PER_VIEW = 1 / 3
+
+
+@runtime_checkable
+class CostAware(Protocol):
+    """A LightningModule that says what its work costs (``models.classifier.CIFAR10Classifier`` does):
+    ``step_cost(progress)`` is a training step's cost at that fraction of training relative to a full-size step (it
+    varies under progressive resizing), and ``tta_passes(level)`` the forward passes per image a TTA evaluation costs;
+    ``tta_level()`` and ``limit_tta(level)`` let a time budget choose a cheaper final evaluation."""
+
+    def step_cost(self, progress: float) -> float: ...
+
+    def tta_passes(self, level: int | None = None) -> float: ...
+
+    def tta_level(self) -> int: ...
+
+    def limit_tta(self, level: int | None) -> None: ...
+
+
+def step_cost(pl_module: L.LightningModule, progress: float) -> float:
+    return pl_module.step_cost(progress) if isinstance(pl_module, CostAware) else 1.0
+
+
+def average_to_end(f: Callable[[float], float], start: float, samples: int = 200) -> float:
+    """The mean of ``f`` over the rest of training, from the fraction ``start`` to 1 (midpoint rule)."""
+    width = (1.0 - start) / samples
+    return sum(f(start + (i + 0.5) * width) for i in range(samples)) / samples if width > 0 else f(1.0)
+
+
+def one_epoch_seconds(images: float, seconds_per_image: float, pl_module: L.LightningModule) -> float:
+    """Training time of a run that sees ``images`` once, at ``seconds_per_image`` per full-size image: under
+    progressive resizing its steps are cheaper for the low-resolution share of the run, wherever it ends."""
+    return images * seconds_per_image / average_to_end(lambda p: 1 / step_cost(pl_module, p), 0.0)
+
+
+@dataclass
+class Workload:
+    """What is left to compute, in images, and how fast a training image goes."""
+
+    train_images: int  # training images still to see
+    val_images_per_check: int  # images in one validation
+    val_checks: int  # single-view validations still to run (the last one uses TTA)
+    tta_views: float  # forward passes per image in the final validation and the test, on average
+    test_images: int  # 0 where there is no test split
+    seconds_per_train_image: float
+
+
+def estimate_seconds(work: Workload) -> dict[str, float]:
+    """Seconds of the rest of fit (training, validations, the final TTA validation) and of the test."""
+    per_view = work.seconds_per_train_image * EVAL_COST_PER_VIEW
+    validation = work.val_images_per_check * per_view * (max(0, work.val_checks - 1) + work.tta_views)
+    fit = work.train_images * work.seconds_per_train_image + validation
+    return {"fit": fit, "test": work.test_images * per_view * work.tta_views}
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def validations_left(trainer: L.Trainer) -> int:
+    """Validations the rest of fit runs: one every ``check_val_every_n_epoch`` epochs, and one at the end."""
+    every, last = trainer.check_val_every_n_epoch or 1, trainer.max_epochs or 1
+    return sum((epoch + 1) % every == 0 or epoch == last - 1 for epoch in range(trainer.current_epoch, last))
