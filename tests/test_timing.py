@@ -21,17 +21,9 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.optim import lr_factor, lr_factor_at, schedule_factor
 from cifar_lightning.models.tta import tta_logits
 from cifar_lightning.report import export
+from cifar_lightning.run import costs
 from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort, seconds_since_process_start
 from cifar_lightning.run.cli import main
-from cifar_lightning.run.costs import (
-    Workload,
-    average_to_end,
-    estimate_seconds,
-    format_duration,
-    one_epoch_seconds,
-    step_cost,
-    validations_left,
-)
 from cifar_lightning.run.estimate import CostReport
 from cifar_lightning.run.hardware import describe, hardware_info
 
@@ -67,7 +59,7 @@ class AdvanceClock(L.Callback):
 
 
 def test_estimate_adds_training_validations_tta_and_test() -> None:
-    work = Workload(
+    work = costs.Workload(
         train_images=9000,
         val_images_per_check=1000,
         val_checks=3,
@@ -75,26 +67,27 @@ def test_estimate_adds_training_validations_tta_and_test() -> None:
         test_images=2000,
         seconds_per_train_image=0.003,
     )
-    cost = estimate_seconds(work)
+    cost = costs.estimate_seconds(work)
     per_view = 0.001  # a third of a training image
     assert cost["fit"] == pytest.approx(27 + 1000 * per_view * (2 + 6))  # two single-view checks, one with TTA
     assert cost["test"] == pytest.approx(2000 * per_view * 6)
-    assert format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
+    assert costs.format_duration(65) == "1:05" and costs.format_duration(3725) == "1:02:05"
 
 
 def test_estimate_weighs_each_step_by_its_cost() -> None:
     # Progressive resizing: the first half of the steps at 16 pixels cost a quarter of a full-size step. Measured
     # there, a step must be scaled up to full size, and the rest of the run weighed by what each step will cost.
     model = CNNClassifier(widths=(8, 16), low_res=16, low_res_fraction=0.5)
-    assert step_cost(model, 0.2) == 0.25 and step_cost(model, 0.7) == 1.0
-    assert average_to_end(partial(step_cost, model), 0.0) == pytest.approx(0.625)
-    assert average_to_end(partial(step_cost, model), 0.5) == pytest.approx(1.0)
-    assert average_to_end(lambda p: 1 / step_cost(model, p), 0.0) == pytest.approx(2.5)  # a budget's images/s
-    assert step_cost(MLPClassifier(hidden_sizes=(8,)), 0.2) == 1.0  # a model whose steps all cost the same
+    assert costs.step_cost(model, 0.2) == 0.25 and costs.step_cost(model, 0.7) == 1.0
+    assert costs.average_to_end(partial(costs.step_cost, model), 0.0) == pytest.approx(0.625)
+    assert costs.average_to_end(partial(costs.step_cost, model), 0.5) == pytest.approx(1.0)
+    images_per_second = costs.average_to_end(lambda p: 1 / costs.step_cost(model, p), 0.0)  # a budget's, relative
+    assert images_per_second == pytest.approx(2.5)
+    assert costs.step_cost(MLPClassifier(hidden_sizes=(8,)), 0.2) == 1.0  # a model whose steps all cost the same
     # the epoch a refused budget's suggestion is sized for: 1,000 images at 10 ms each at full size, and 2.5 times
     # as fast where half the run's time goes to quarter-cost steps (it counted every step at full size before)
-    assert one_epoch_seconds(1000, 0.01, MLPClassifier(hidden_sizes=(8,))) == pytest.approx(10.0)
-    assert one_epoch_seconds(1000, 0.01, model) == pytest.approx(4.0)
+    assert costs.one_epoch_seconds(1000, 0.01, MLPClassifier(hidden_sizes=(8,))) == pytest.approx(10.0)
+    assert costs.one_epoch_seconds(1000, 0.01, model) == pytest.approx(4.0)
 
 
 def test_hardware_line_names_device_precision_and_threads() -> None:
@@ -214,7 +207,7 @@ def test_the_last_epoch_validates_with_tta_whatever_check_val_every_n_epoch_says
 def test_the_estimate_counts_the_validations_check_val_every_n_epoch_runs() -> None:
     def left(every: int | None, max_epochs: int, current_epoch: int = 0) -> int:
         trainer = SimpleNamespace(check_val_every_n_epoch=every, max_epochs=max_epochs, current_epoch=current_epoch)
-        return validations_left(trainer)  # type: ignore[arg-type]
+        return costs.validations_left(trainer)  # type: ignore[arg-type]
 
     assert left(1, 7) == left(None, 7) == 7
     assert left(2, 8) == 4  # epochs 2, 4, 6, 8
