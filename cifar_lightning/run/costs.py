@@ -42,10 +42,16 @@ def average_to_end(f: Callable[[float], float], start: float, samples: int = 200
     return sum(f(start + (i + 0.5) * width) for i in range(samples)) / samples if width > 0 else f(1.0)
 
 
+def speedup(pl_module: L.LightningModule, start: float = 0.0) -> float:
+    """How many times a full-size step's images per second the run trains from the fraction ``start`` to its end, on
+    a clock's pacing (progressive resizing: more, cheaper steps while the images are small)."""
+    return average_to_end(lambda p: 1 / step_cost(pl_module, p), start)
+
+
 def one_epoch_seconds(images: float, seconds_per_image: float, pl_module: L.LightningModule) -> float:
     """Training time of a run that sees ``images`` once, at ``seconds_per_image`` per full-size image: under
     progressive resizing its steps are cheaper for the low-resolution share of the run, wherever it ends."""
-    return images * seconds_per_image / average_to_end(lambda p: 1 / step_cost(pl_module, p), 0.0)
+    return images * seconds_per_image / speedup(pl_module)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from cifar_lightning.run.costs import (
     estimate_seconds,
     format_duration,
     one_epoch_seconds,
+    speedup,
     step_cost,
     validations_left,
 )
@@ -227,9 +228,8 @@ class CostReport(L.Callback):
         assert self._seconds_per_image is not None
         self._fit_final_evaluation(trainer, pl_module, budget)
         # the budget's progress is time: images per second, averaged over the time left, is 1 / cost averaged
-        speedup = average_to_end(lambda p: 1 / step_cost(pl_module, p), training_progress(trainer)[0])
         left = budget.window() - budget.elapsed()
-        images = max(0.0, left) / self._seconds_per_image * speedup
+        images = max(0.0, left) / self._seconds_per_image * speedup(pl_module, training_progress(trainer)[0])
         batches = max(1, trainer.num_training_batches)
         epochs = (trainer.global_step + images / self._batch) / batches
         label = f"{head}: time budget" if head else "Time budget"
