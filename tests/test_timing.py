@@ -21,7 +21,8 @@ from cifar_lightning import CIFAR10DataModule, CNNClassifier, MLPClassifier
 from cifar_lightning.models.optim import lr_factor, lr_factor_at, schedule_factor
 from cifar_lightning.models.tta import tta_logits
 from cifar_lightning.report import export
-from cifar_lightning.run import costs
+from cifar_lightning.report.figures import RunFigures
+from cifar_lightning.run import costs, estimate
 from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort, seconds_since_process_start
 from cifar_lightning.run.cli import main
 from cifar_lightning.run.estimate import CostReport
@@ -88,6 +89,38 @@ def test_estimate_weighs_each_step_by_its_cost() -> None:
     # as fast where half the run's time goes to quarter-cost steps (it counted every step at full size before)
     assert costs.one_epoch_seconds(1000, 0.01, MLPClassifier(hidden_sizes=(8,))) == pytest.approx(10.0)
     assert costs.one_epoch_seconds(1000, 0.01, model) == pytest.approx(4.0)
+
+
+def test_the_estimate_counts_what_follows_fit() -> None:
+    """Exports, figures, the test split's loading and the exit follow fit and no step times them: the estimate adds
+    what each callback says it takes (on 2 real-AVX2 cores the MLP's first line missed 16 s of them, 2026-12-07)."""
+    figures = RunFigures()
+    seconds = {
+        f: costs.after_fit_seconds([export.ExportBest(f), figures, L.Callback()], False) for f in ("none", "pt2", "all")
+    }
+    assert seconds["none"] == pytest.approx(figures.CURVES_SECONDS + costs.EXIT_SECONDS)
+    assert seconds["none"] < seconds["pt2"] < seconds["all"]  # the ONNX export costs more than the .pt2 one
+    tested = costs.after_fit_seconds([export.ExportBest("none"), figures], True)
+    assert tested - seconds["none"] == pytest.approx(figures.TEST_FIGURES_SECONDS + costs.TEST_SETUP_SECONDS)
+    assert costs.after_fit_seconds([], False) == costs.EXIT_SECONDS  # a Trainer of your own: only the exit
+
+
+@pytest.mark.parametrize(("step_seconds", "timed"), [(1.0, 3), (0.5, 4), (0.05, 10)])
+def test_short_steps_are_timed_longer_before_the_first_estimate(
+    step_seconds: float, timed: int, batches_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After 3 warm-up steps, 3 steps of a second make the estimate; shorter ones are timed until they sum to 2 s
+    (four of 0.5 s), but for no more than a tenth of the run's 100 steps (ten of 50 ms)."""
+    clock = FakeClock()
+    monkeypatch.setattr(estimate, "time", SimpleNamespace(perf_counter=clock))
+    report = CostReport()
+    model = MLPClassifier(hidden_sizes=(32,), whiten=False)
+    dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=8)  # 10 steps an epoch
+    trainer = quiet_trainer(tmp_path, max_epochs=10, callbacks=[report, AdvanceClock(clock, step_seconds)])
+    trainer.fit(model, datamodule=dm)
+    assert report.record["estimate"]["at_step"] == CostReport.warmup_steps + timed
+    # 100 steps, and 10 validations of 3 batches of 8 at a third of a training image each: 10 steps' worth
+    assert report.record["estimate"]["fit_seconds"] == pytest.approx(110 * step_seconds, rel=0.01)
 
 
 def test_hardware_line_names_device_precision_and_threads() -> None:
@@ -277,6 +310,10 @@ def test_run_prints_hardware_and_estimate_and_records_them(
     assert results["hardware"]["precision"] == "32-true" and results["hardware"]["threads"] >= 1
     estimate = results["estimate"]
     assert estimate["at_step"] == 6 and estimate["fit_seconds"] > 0 and estimate["test_seconds"] > 0
+    # tiny_args exports the .pt2 only, and a test follows: what the estimate adds for after fit says so
+    after = export.ExportBest.SECONDS["pt2"] + RunFigures.CURVES_SECONDS + RunFigures.TEST_FIGURES_SECONDS
+    assert estimate["after_fit_seconds"] == pytest.approx(after + costs.TEST_SETUP_SECONDS + costs.EXIT_SECONDS)
+    assert "export, figures and exit 0:" in text
     assert results["test_seconds"] > 0 and results["wall_seconds"] > 0 and results["time_budget_minutes"] is None
     assert results["estimate_revised"] is None and "Re-estimated" not in text  # every step cost the same
 

@@ -18,7 +18,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -142,8 +142,15 @@ class ExportBest(L.Callback):
         formats: ``all`` (both files), ``pt2`` (no ONNX: its export takes about a second) or ``none``.
     """
 
+    # Seconds each export takes, timed on 2 real-AVX2 cores (the slow class) for the default CNN and MLP, the larger
+    # of the two: tracing dominates, not the weights (benchmarks/RESULTS.md, 2026-12-07). The estimate counts them.
+    SECONDS: ClassVar[dict[str, float]] = {"none": 0.0, "pt2": 2.0, "all": 8.0}
+
     def __init__(self, formats: ExportFormats = "all") -> None:
         self.formats = formats
+
+    def after_fit_seconds(self, test: bool) -> float:
+        return self.SECONDS[self.formats]
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -38,6 +38,13 @@ class RunFigures(L.Callback):
         self._sample: list[Tensor] | None = None  # the same four, for the first test images
         self._curves_of: Path | None = None  # the run whose curves this callback drew at fit end
 
+    # Seconds to draw and save, timed on 2 real-AVX2 cores (benchmarks/RESULTS.md, 2026-12-07): the curves after
+    # fit; the confusion matrix, per-class bars and mistakes grid after a test. The estimate counts them.
+    CURVES_SECONDS, TEST_FIGURES_SECONDS = 0.6, 1.8
+
+    def after_fit_seconds(self, test: bool) -> float:
+        return self.CURVES_SECONDS + (self.TEST_FIGURES_SECONDS if test else 0.0)
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mistakes = None
 

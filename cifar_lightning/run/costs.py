@@ -15,6 +15,11 @@ import lightning as L
 # forwards (benchmarks/throughput.py measures the ratio; the MLP's, whose step is mostly fixed costs, is smaller).
 EVAL_COST_PER_VIEW = 1 / 3
 
+# Seconds no step measures, timed on 2 real-AVX2 cores, the slow class (benchmarks/RESULTS.md, 2026-12-07): the
+# test split's loading and the best checkpoint's restore before a test, and the interpreter's exit after main().
+TEST_SETUP_SECONDS = 1.5
+EXIT_SECONDS = 4.0
+
 
 @runtime_checkable
 class CostAware(Protocol):
@@ -30,6 +35,21 @@ class CostAware(Protocol):
     def tta_level(self) -> int: ...
 
     def limit_tta(self, level: int | None) -> None: ...
+
+
+@runtime_checkable
+class AfterFitCost(Protocol):
+    """A callback with work after fit that no step measures (``report.export.ExportBest``, ``report.figures.
+    RunFigures``): ``after_fit_seconds(test)`` is how long it expects to take, with or without a test after fit."""
+
+    def after_fit_seconds(self, test: bool) -> float: ...
+
+
+def after_fit_seconds(callbacks: list[L.Callback], test: bool) -> float:
+    """Seconds of what follows fit and is not measured: the callbacks' exports and figures, loading the test split,
+    and the interpreter's exit."""
+    work = sum(c.after_fit_seconds(test) for c in callbacks if isinstance(c, AfterFitCost))
+    return work + (TEST_SETUP_SECONDS if test else 0.0) + EXIT_SECONDS
 
 
 def step_cost(pl_module: L.LightningModule, progress: float) -> float:

@@ -20,6 +20,7 @@ from cifar_lightning.run.costs import (
     EVAL_COST_PER_VIEW,
     CostAware,
     Workload,
+    after_fit_seconds,
     average_to_end,
     estimate_seconds,
     format_duration,
@@ -34,8 +35,8 @@ from cifar_lightning.run.hardware import describe, hardware_info
 class CostReport(L.Callback):
     """Says what the run computes on and what it will cost, and keeps a ``TimeBudget``'s tail estimate current.
 
-    At setup: the hardware line (``hardware.describe``). Training steps ``warmup_steps`` to ``warmup_steps +
-    measured_steps`` are timed as they run (no extra pass); one line then projects the wall time of the whole run,
+    At setup: the hardware line (``hardware.describe``). After ``warmup_steps``, ``measured_steps`` training steps
+    (more if they are short) are timed as they run (no extra pass); one line then projects the wall time of the run,
     or, under a time budget, how many epochs the budget fits. When later steps cost differently (progressive
     resizing's switch to full size), they are timed the same way and a second line revises the projection: the
     first could only scale the small steps by their pixels. ``record`` holds ``hardware``, ``estimate``,
@@ -50,12 +51,17 @@ class CostReport(L.Callback):
     # The first steps at a new image size pay for whitening, memory growth and kernel selection: after progressive
     # resizing's switch, three of them ran slower than the rest (benchmarks/RESULTS.md, "a fourth round").
     warmup_steps, measured_steps = 3, 3
+    # Three short steps (the MLP's 30 ms) are too few to average their spread: on 2 real-AVX2 cores the MLP's 4th to
+    # 6th read 8,785 images/s for a run that trained at about 7,000. So short steps are timed until they sum to
+    # ``measured_seconds`` (within the first tenth of training), and the projection uses their mean.
+    measured_seconds, measured_share = 2.0, 0.1
 
     def __init__(self, test_follows: bool = False, long_run_minutes: float = 15.0) -> None:
         self.test_follows, self.long_run_minutes = test_follows, long_run_minutes
         self.record: dict[str, Any] = {}
         self._step_end = self._val_start = self._fit_start = 0.0
         self._step_times: list[float] = []
+        self._timed_out: list[float] | None = None  # the step times an estimate was made from: timing is done
         self._cost: float | None = None  # cost of the steps being timed, relative to a full-size step
         self._next_cost = 1.0  # cost of the step now running (step_cost at its progress)
         self._warm = 0  # steps run at self._cost so far, up to warmup_steps
@@ -108,10 +114,11 @@ class CostReport(L.Callback):
             self._cost, self._step_times, self._warm = self._next_cost, [], 1
         elif self._warm < self.warmup_steps:
             self._warm += 1
-        elif len(self._step_times) < self.measured_steps:
+        elif self._measuring(trainer):
             self._step_times.append(now - self._step_end)
-            if len(self._step_times) == self.measured_steps:
-                self._measured_per_image = sorted(self._step_times)[1] / len(batch[1])  # median of three
+            if not self._measuring(trainer):
+                self._measured_per_image = sum(self._step_times) / len(self._step_times) / len(batch[1])
+                self._timed_out = self._step_times
                 self._seconds_per_image = self._measured_per_image / self._cost  # as a full-size step would take
                 self._project(trainer, pl_module, revised="estimate" in self.record)
         self._steps += 1
@@ -123,6 +130,17 @@ class CostReport(L.Callback):
             # for the first steps reserves it (and chooses its level) too. The first steps are the slowest: this errs
             # towards fewer views, and the estimate decides again.
             self._fit_final_evaluation(trainer, pl_module, budget)
+
+    def _measuring(self, trainer: L.Trainer) -> bool:
+        """Whether steps at this cost are still being timed: at least ``measured_steps``, more while they sum to less
+        than ``measured_seconds``, up to ``measured_share`` of the training steps. Under a time budget, the first
+        ``measured_steps``: its decisions (the final evaluation's size, a refusal) cannot wait, and its schedule
+        follows the clock whatever the projection says."""
+        timed, most = self._step_times, self.measured_share * trainer.estimated_stepping_batches
+        if timed is self._timed_out:
+            return False
+        longer = TimeBudget.of(trainer) is None and sum(timed) < self.measured_seconds and len(timed) < most
+        return len(timed) < self.measured_steps or longer
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
@@ -259,12 +277,13 @@ class CostReport(L.Callback):
             seconds_per_train_image=self._seconds_per_image * average_to_end(step_at, progress),
         )
         cost = estimate_seconds(work)
-        total = seconds_since_process_start() + cost["fit"] + cost["test"]
+        after = after_fit_seconds(trainer.callbacks, self.test_follows)  # type: ignore[attr-defined]
+        total = seconds_since_process_start() + cost["fit"] + cost["test"] + after
         fit = time.perf_counter() - self._fit_start + cost["fit"]
         test = f", test {format_duration(cost['test'])}" if self.test_follows else ""
         rank_zero_info(
             f"{head or 'Estimated'}: {format_duration(total)} start to exit ({speed}; fit {format_duration(fit)}"
-            f"{test})."
+            f"{test}, export, figures and exit {format_duration(after)})."
         )
         if not revised and trainer.strategy.root_device.type == "cpu" and total > 60 * self.long_run_minutes:
             rank_zero_info(
@@ -275,6 +294,7 @@ class CostReport(L.Callback):
         self.record[key] = {
             "fit_seconds": round(fit, 2),
             "test_seconds": round(cost["test"], 2),
+            "after_fit_seconds": round(after, 2),
             "wall_seconds": round(total, 1),
             "at_step": trainer.global_step,
         }
