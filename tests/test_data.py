@@ -22,7 +22,7 @@ from PIL import ExifTags, Image
 
 from cifar_lightning import CIFAR10DataModule, DataError, MLPClassifier
 from cifar_lightning.constants import ARCHIVE_NAME, BATCHES_DIR, CLASSES, MEAN, STD
-from cifar_lightning.data import sources
+from cifar_lightning.data import cache, sources
 from cifar_lightning.data.augment import PaddingMode, color_jitter, normalize, random_crop_flip
 from cifar_lightning.data.sampling import ShardedBatchSampler, _InMemory
 from cifar_lightning.run.cli import main
@@ -90,8 +90,8 @@ def test_archive_is_verified_and_unpacked_once(tmp_path: Path, monkeypatch: pyte
 
 def test_decodes_once_then_loads_cache(folder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     CIFAR10DataModule(data_dir=str(folder_dir), download=False, val_split=10).prepare_data()
-    cache = sorted(p.name for p in (folder_dir / ".cache").iterdir())
-    assert len(cache) == 2 and all(p.endswith(".pt") for p in cache)  # train and test, no temporary leftovers
+    cached = sorted(p.name for p in (folder_dir / ".cache").iterdir())
+    assert len(cached) == 2 and all(p.endswith(".pt") for p in cached)  # train and test, no temporary leftovers
 
     def no_decoding(*args: object) -> None:
         raise AssertionError("decoded again despite a cache")
@@ -114,9 +114,9 @@ def test_cache_is_rebuilt_when_the_data_changes(folder_dir: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "other_tensors", "no_checksum"])
 def test_a_damaged_cache_is_detected_and_decoded_again(damage: str, folder_dir: Path) -> None:
-    images, labels = sources.load_split(folder_dir, "train", folder_dir / ".cache")
-    [cache] = (folder_dir / ".cache").glob("train-*.pt")
-    data = bytearray(cache.read_bytes())
+    images, labels = cache.load_split(folder_dir, "train", folder_dir / ".cache")
+    [file] = (folder_dir / ".cache").glob("train-*.pt")
+    data = bytearray(file.read_bytes())
     if damage == "truncated":
         data = data[: len(data) // 2]
     elif damage == "flipped":  # a byte inside the pixel record: the file still loads, with other pixels
@@ -125,23 +125,23 @@ def test_a_damaged_cache_is_detected_and_decoded_again(damage: str, folder_dir: 
         data[start + 10] ^= 0xFF
     elif damage == "empty":
         data = bytearray()
-    cache.write_bytes(bytes(data))
+    file.write_bytes(bytes(data))
     if damage == "other_tensors":
-        torch.save({"images": images[:5], "labels": labels[:5], "crc32": torch.tensor(0)}, cache)
+        torch.save({"images": images[:5], "labels": labels[:5], "crc32": torch.tensor(0)}, file)
     if damage == "no_checksum":  # as versions before the checksum wrote it
-        torch.save({"images": images, "labels": labels}, cache)
+        torch.save({"images": images, "labels": labels}, file)
     expected = r"has no checksum \(an older version wrote it\)" if damage == "no_checksum" else "is damaged"
     with pytest.warns(UserWarning, match=f"{expected}; decoding the images again"):
-        again = sources.load_split(folder_dir, "train", folder_dir / ".cache")
+        again = cache.load_split(folder_dir, "train", folder_dir / ".cache")
     assert torch.equal(again[0], images) and torch.equal(again[1], labels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the cache was written again, whole
-        assert torch.equal(sources.load_split(folder_dir, "train", folder_dir / ".cache")[0], images)
+        assert torch.equal(cache.load_split(folder_dir, "train", folder_dir / ".cache")[0], images)
 
 
 def test_read_only_data_dir_caches_elsewhere(folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(sources.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(cache.os, "access", lambda path, mode: False)
     dm = CIFAR10DataModule(data_dir=str(folder_dir), val_split=10)
     dm.prepare_data()
     assert not (folder_dir / ".cache").exists()
@@ -594,7 +594,7 @@ def test_every_image_mode_decodes_to_its_8bit_rgb(tmp_path: Path, case: str) -> 
     with Image.open(root / "train" / "airplane" / f"0000{suffix}") as opened:  # the mode the case is named after
         assert opened.mode == case.split(" ")[0].split("+")[0] or case.endswith("16-bit")
     for split in ("train", "test"):
-        decoded = sources.load_split(root, split, tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
+        decoded = cache.load_split(root, split, tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
         error = np.abs(decoded.astype(float) - expected).max()
         assert error <= tolerance, f"{case} ({split}): off by up to {error:.0f} of 255"
 
@@ -608,7 +608,7 @@ def test_an_exif_orientation_is_applied_as_image_viewers_show_it(tmp_path: Path,
     exif[ExifTags.Base.Orientation] = orientation
     root = _one_image_folder(tmp_path / "d", lambda path: Image.fromarray(pixels).save(path, exif=exif), ".png")
     turned = {3: np.rot90(pixels, 2), 6: np.rot90(pixels, -1), 8: np.rot90(pixels, 1)}[orientation]
-    decoded = sources.load_split(root, "train", tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
+    decoded = cache.load_split(root, "train", tmp_path / "cache")[0][0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(decoded, turned)
 
 
@@ -635,7 +635,7 @@ def test_image_modes_without_a_faithful_8bit_form_are_refused(tmp_path: Path, ca
 def test_a_cache_decoded_by_the_version_before_the_mode_fix_is_not_reused(tmp_path: Path) -> None:
     """The version before decoded 16-bit images as white and cached them; after the fix they are decoded again."""
 
-    def fingerprint_before(data_dir: Path, split: str) -> str:  # sources.fingerprint as it was before issue 30
+    def fingerprint_before(data_dir: Path, split: str) -> str:  # cache.fingerprint as it was before issue 30
         digest = hashlib.sha1(f"folder:{split}".encode())
         for dirpath, dirnames, filenames in os.walk(data_dir / split):
             dirnames.sort()
@@ -650,9 +650,9 @@ def test_a_cache_decoded_by_the_version_before_the_mode_fix_is_not_reused(tmp_pa
     white = torch.full((20, 3, 32, 32), 255, dtype=torch.uint8)
     labels = torch.arange(10).repeat_interleave(2)
     (root / ".cache").mkdir()
-    old = {"images": white, "labels": labels, "crc32": torch.tensor(sources._checksum(white, labels))}
+    old = {"images": white, "labels": labels, "crc32": torch.tensor(cache._checksum(white, labels))}
     torch.save(old, root / ".cache" / f"train-folder-{fingerprint_before(root, 'train')}.pt")
-    decoded = sources.load_split(root, "train", root / ".cache")[0][0].permute(1, 2, 0).numpy()
+    decoded = cache.load_split(root, "train", root / ".cache")[0][0].permute(1, 2, 0).numpy()
     assert np.abs(decoded.astype(float) - expected).max() <= 1, "the white cache of the version before was loaded"
     assert len(list((root / ".cache").glob("train-*.pt"))) == 1  # the old cache is gone
 
@@ -686,7 +686,7 @@ def test_a_batch_whose_rows_and_labels_disagree_is_named(batches_dir: Path, faul
     path = batches_dir / BATCHES_DIR / name
     _rewrite_batch(path, change)
     with pytest.raises(DataError, match=f"{path} .*{message}") as err:
-        sources.load_split(batches_dir, "train" if name.startswith("data") else "test", batches_dir / ".cache")
+        cache.load_split(batches_dir, "train" if name.startswith("data") else "test", batches_dir / ".cache")
     assert "\n" not in str(err.value) and not re.search(r"\b(delete|remove)\b", str(err.value), re.IGNORECASE)
 
 
@@ -719,7 +719,7 @@ def test_batches_with_bytes_keys_are_read(tmp_path: Path, monkeypatch: pytest.Mo
     dm = CIFAR10DataModule(data_dir=str(root), val_split=0)
     dm.prepare_data()
     for split, (per_class, seed) in {"train": (10, 1), "test": (4, 2)}.items():
-        images, labels = sources.load_split(root, split, root / ".cache")  # type: ignore[arg-type]
+        images, labels = cache.load_split(root, split, root / ".cache")  # type: ignore[arg-type]
         expected, expected_labels = make_images(per_class, seed)
         assert torch.equal(images, torch.from_numpy(expected).permute(0, 3, 1, 2))
         assert labels.tolist() == expected_labels.tolist()
@@ -804,9 +804,9 @@ def test_repointing_a_symlink_invalidates_the_cache(tmp_path: Path, at: str) -> 
     _same_times(tmp_path / "b")
     data = tmp_path / "data"
     _link_data(data, tmp_path / "a", at)
-    before = sources.load_split(data, "train", tmp_path / "cache")[0]
+    before = cache.load_split(data, "train", tmp_path / "cache")[0]
     _link_data(data, tmp_path / "b", at)
-    after = sources.load_split(data, "train", tmp_path / "cache")[0]
+    after = cache.load_split(data, "train", tmp_path / "cache")[0]
     assert torch.equal(after, 255 - before), "the cache of the folders the links pointed at before was loaded"
 
 
@@ -841,5 +841,5 @@ def test_a_link_loop_inside_the_data_does_not_hang(folder_dir: Path) -> None:
     """Following links (to see them re-pointed) must not follow a loop forever (a guard for the fix of issue 30)."""
     for name in ("cat", "dog"):
         (folder_dir / "train" / name / "loop").symlink_to(folder_dir / "train")
-    assert len(sources.load_split(folder_dir, "train", folder_dir / ".cache")[1]) == 100
-    assert len(sources.fingerprint(folder_dir, "train")) == 16
+    assert len(cache.load_split(folder_dir, "train", folder_dir / ".cache")[1]) == 100
+    assert len(cache.fingerprint(folder_dir, "train")) == 16

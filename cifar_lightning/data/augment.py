@@ -6,13 +6,12 @@ pass. ``benchmarks/data_pipeline.py`` measures the difference.
 """
 
 from __future__ import annotations
-import functools
-from collections.abc import Callable
-from typing import Literal, get_args
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
+import functools
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
 
 PaddingMode = Literal["constant", "reflect"]
 

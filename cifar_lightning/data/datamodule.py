@@ -10,21 +10,23 @@ Usage without a Trainer::
 """
 
 from __future__ import annotations
+
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
 import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
-from cifar_lightning.data import sources
-from cifar_lightning.data.augment import PaddingMode, color_jitter, normalize, padding_problem, random_crop_flip
+
 from cifar_lightning.constants import CLASSES, IMAGE_SHAPE, MEAN, NUM_CLASSES, STD, TRAIN_SIZE
+from cifar_lightning.data import cache, sources
+from cifar_lightning.data.augment import PaddingMode, color_jitter, normalize, padding_problem, random_crop_flip
 from cifar_lightning.data.sampling import Batch, ShardedBatchSampler, _InMemory
 from cifar_lightning.data.sources import ACCEPTED_LAYOUTS, DataError, SplitName
-
 
 Transform = Callable[[Tensor], Tensor]  # a uint8 batch (B, 3, 32, 32) on its device -> the model's float input
 
@@ -162,8 +164,8 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _load(self, split: SplitName) -> tuple[Tensor, Tensor]:
         if self._tensors:
             return self._tensors[split]
-        cache_dir = self.cache_dir or sources.default_cache_dir(self.data_dir)
-        return sources.load_split(self.data_dir, split, cache_dir)
+        cache_dir = self.cache_dir or cache.default_cache_dir(self.data_dir)
+        return cache.load_split(self.data_dir, split, cache_dir)
 
     @property
     def num_samples(self) -> int:

@@ -1,10 +1,10 @@
 """The in-memory dataset and the batch sampler behind ``CIFAR10DataModule``: one gather per batch, sharded by rank."""
 
 from __future__ import annotations
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
-
 
 Batch = tuple[Tensor, Tensor]
 
