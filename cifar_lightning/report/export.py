@@ -139,7 +139,7 @@ class ExportBest(L.Callback):
     package is installed, ``<run>/model.onnx`` (see ``export.py``).
 
     Args:
-        formats: ``all`` (both files), ``pt2`` (no ONNX: its export takes about a second) or ``none``.
+        formats: ``all`` (both files), ``pt2`` (no ONNX, the slower of the two: ``SECONDS``) or ``none``.
     """
 
     # Seconds each export takes, timed on 2 real-AVX2 cores (the slow class) for the default CNN and MLP, the larger

@@ -32,15 +32,15 @@ class RunFigures(L.Callback):
         max_mistakes: images in the mistakes grid.
     """
 
+    # Seconds to draw and save, timed on 2 real-AVX2 cores (benchmarks/RESULTS.md, 2026-12-07): the curves after
+    # fit; the confusion matrix, per-class bars and mistakes grid after a test. The estimate counts them.
+    CURVES_SECONDS, TEST_FIGURES_SECONDS = 0.6, 1.8
+
     def __init__(self, max_mistakes: int = 32) -> None:
         self.max_mistakes = max_mistakes
         self._mistakes: list[Tensor] | None = None  # confidence, image, true label, predicted label
         self._sample: list[Tensor] | None = None  # the same four, for the first test images
         self._curves_of: Path | None = None  # the run whose curves this callback drew at fit end
-
-    # Seconds to draw and save, timed on 2 real-AVX2 cores (benchmarks/RESULTS.md, 2026-12-07): the curves after
-    # fit; the confusion matrix, per-class bars and mistakes grid after a test. The estimate counts them.
-    CURVES_SECONDS, TEST_FIGURES_SECONDS = 0.6, 1.8
 
     def after_fit_seconds(self, test: bool) -> float:
         return self.CURVES_SECONDS + (self.TEST_FIGURES_SECONDS if test else 0.0)

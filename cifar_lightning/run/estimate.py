@@ -61,7 +61,7 @@ class CostReport(L.Callback):
         self.record: dict[str, Any] = {}
         self._step_end = self._val_start = self._fit_start = 0.0
         self._step_times: list[float] = []
-        self._timed_out: list[float] | None = None  # the step times an estimate was made from: timing is done
+        self._timed = False  # the steps at the current cost have been timed and projected from
         self._cost: float | None = None  # cost of the steps being timed, relative to a full-size step
         self._next_cost = 1.0  # cost of the step now running (step_cost at its progress)
         self._warm = 0  # steps run at self._cost so far, up to warmup_steps
@@ -111,14 +111,14 @@ class CostReport(L.Callback):
         if self._next_cost != self._cost:
             # the first step, or the first of a different cost (progressive resizing's switch to full size): the
             # cost ratio is only the pixels' guess, so the new steps are timed too and the projection revised
-            self._cost, self._step_times, self._warm = self._next_cost, [], 1
+            self._cost, self._step_times, self._warm, self._timed = self._next_cost, [], 1, False
         elif self._warm < self.warmup_steps:
             self._warm += 1
-        elif self._measuring(trainer):
+        elif not self._timed:
             self._step_times.append(now - self._step_end)
-            if not self._measuring(trainer):
+            if self._timed_enough(trainer):
                 self._measured_per_image = sum(self._step_times) / len(self._step_times) / len(batch[1])
-                self._timed_out = self._step_times
+                self._timed = True
                 self._seconds_per_image = self._measured_per_image / self._cost  # as a full-size step would take
                 self._project(trainer, pl_module, revised="estimate" in self.record)
         self._steps += 1
@@ -131,16 +131,15 @@ class CostReport(L.Callback):
             # towards fewer views, and the estimate decides again.
             self._fit_final_evaluation(trainer, pl_module, budget)
 
-    def _measuring(self, trainer: L.Trainer) -> bool:
-        """Whether steps at this cost are still being timed: at least ``measured_steps``, more while they sum to less
+    def _timed_enough(self, trainer: L.Trainer) -> bool:
+        """Whether the steps timed so far make a projection: at least ``measured_steps``, more while they sum to less
         than ``measured_seconds``, up to ``measured_share`` of the training steps. Under a time budget, the first
         ``measured_steps``: its decisions (the final evaluation's size, a refusal) cannot wait, and its schedule
         follows the clock whatever the projection says."""
         timed, most = self._step_times, self.measured_share * trainer.estimated_stepping_batches
-        if timed is self._timed_out:
+        if len(timed) < self.measured_steps:
             return False
-        longer = TimeBudget.of(trainer) is None and sum(timed) < self.measured_seconds and len(timed) < most
-        return len(timed) < self.measured_steps or longer
+        return TimeBudget.of(trainer) is not None or sum(timed) >= self.measured_seconds or len(timed) >= most
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
