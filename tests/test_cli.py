@@ -43,6 +43,20 @@ def read_results(run_dir: Path) -> dict:
 
 
 @pytest.mark.processes
+def test_train_script_leaves_the_garbage_collector_on_with_the_imports_frozen() -> None:
+    """train.py turns collection off for its imports (0.37 s a full pass over their objects) and freezes them: if it
+    forgot to turn collection back on, a long run's reference cycles would never be freed."""
+    probe = "import gc, runpy; runpy.run_path('train.py', run_name='probe')"  # imports, does not run: not __main__
+    probe += "; print(gc.isenabled(), gc.get_freeze_count())"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    enabled, frozen = proc.stdout.split()
+    assert enabled == "True" and int(frozen) > 100_000  # torch and Lightning alone make about 400,000
+
+
+@pytest.mark.processes
 @pytest.mark.parametrize(("model", "layout"), [("mlp", "folder_dir"), ("cnn", "batches_dir")])
 def test_train_script_fits_then_tests(model: str, layout: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     data = request.getfixturevalue(layout)
