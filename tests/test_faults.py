@@ -27,10 +27,12 @@ from helpers import (
     write_folder,
 )
 
+from cifar_lightning import MLPClassifier
 from cifar_lightning.models.classifier import CIFAR10Classifier
 from cifar_lightning.run.checkpoints import AtomicCheckpointIO
 from cifar_lightning.run.cli import main
 from cifar_lightning.run.loggers import wandb_run_id
+from cifar_lightning.run.resume import Limits, Resume, resolve_checkpoint
 from cifar_lightning.run.runs import read_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,6 +256,18 @@ def test_resuming_a_finished_run_changes_nothing_and_more_epochs_train_on(
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 3 * STEPS_PER_EPOCH and results["val/acc_best"] is not None
     assert run_dirs(out) == [run]
+
+
+def test_ckpt_path_last_before_any_run_starts_fresh_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cluster job that always passes --ckpt_path last starts its first run fresh, as Lightning does."""
+    model, limits = MLPClassifier(hidden_sizes=(8,), whiten=False), Limits(None, None, None)
+    with caplog.at_level("INFO"):
+        assert resolve_checkpoint("last", tmp_path / "runs" / "mlp", model, None, limits) == Resume(None)
+    expected = f"--ckpt_path last: no mlp run under {tmp_path / 'runs'} has checkpoints/last.ckpt; starting fresh."
+    assert expected in caplog.text
+    assert resolve_checkpoint("best", tmp_path / "runs" / "mlp", model, "test", limits) == Resume("best")
 
 
 @pytest.mark.parametrize(

@@ -38,10 +38,7 @@ from cifar_lightning.run.budget import TimeBudget, TimeBudgetTooShort
 from cifar_lightning.run.checkpoints import (
     AtomicCheckpointIO,
     CheckpointWriteError,
-    check_checkpoint,
     checkpoint_callbacks,
-    find_last_checkpoint,
-    nothing_to_resume,
     read_checkpoint,
 )
 from cifar_lightning.run.costs import step_cost
@@ -50,6 +47,7 @@ from cifar_lightning.run.hardware import default_precision, return_freed_memory
 from cifar_lightning.run.loggers import WandbOptions, WandbRunSetup, finish_wandb, plain_config, run_loggers
 from cifar_lightning.run.recipes import SUBCOMMANDS, expand_model_flag, help_text
 from cifar_lightning.run.results import RunSummary
+from cifar_lightning.run.resume import Limits, resolve_checkpoint
 from cifar_lightning.run.runs import RUN_ID_ENV, new_run_id
 from cifar_lightning.run.signals import GracefulStop
 from cifar_lightning.run.usage import (
@@ -154,47 +152,6 @@ class CIFARCLI(SubcommandExit):
         except (ValueError, MisconfigurationException) as err:
             raise UsageError(f"invalid configuration: {brief_error(str(err), [])}") from None
 
-    def resolve_checkpoint(self, root: Path, model_name: str) -> tuple[str | None, str | None, int | None]:
-        """The checked ``--ckpt_path`` (``last`` resolved) and, when fit resumes a run under ``root``, its run id and
-        the checkpoint's step (metrics.csv rows from that step on are logged again)."""
-        cfg = self._cfg()
-        ckpt = cfg.get("ckpt_path")
-        if ckpt in (None, "best"):
-            return ckpt, None, None
-        if ckpt == "last":
-            found = find_last_checkpoint(root / model_name)
-            if found is None:  # as Lightning does: `--ckpt_path last` can be set before the first run (SLURM requeue)
-                rank_zero_info(
-                    f"--ckpt_path last: no {model_name} run under {root} has checkpoints/last.ckpt; starting fresh."
-                )
-                return None, None, None
-            ckpt = str(found)
-        path = Path(ckpt).expanduser()
-        try:
-            checkpoint = check_checkpoint(path, self.model)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        run = runs.run_of_checkpoint(path, root / model_name)
-        if run is not None and self.subcommand in (None, "fit"):
-            self.refuse_finished(run, checkpoint)
-            return str(path), run.name, int(checkpoint.get("global_step", 0))
-        if run is not None and self.subcommand == "test":
-            self.evaluated_run = run
-        return str(path), None, None
-
-    def refuse_finished(self, run: Path, checkpoint: dict[str, Any]) -> None:
-        """``NothingToDo`` when resuming ``run`` from ``checkpoint`` would train nothing: its results stay as they
-        are (a requeued cluster job that always passes ``--ckpt_path last`` ends at once)."""
-        if problem := runs.damaged_file(run):  # it would end the resumed run in a traceback, or be overwritten
-            raise UsageError(
-                f"cannot resume {run}: {problem}. Move it aside and resume again: the run writes a new one (the rows "
-                "of a moved metrics.csv are then missing from its curves)."
-            )
-        trainer = self._cfg().trainer
-        limits = (trainer.max_epochs, trainer.max_steps, self._cfg().get("time_budget"))
-        if message := nothing_to_resume(run, checkpoint, *limits):
-            raise NothingToDo(message)
-
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         try:  # the optimizer's settings are checked against the network now, before a run folder exists
             self.model.make_optimizer()
@@ -203,12 +160,13 @@ class CIFARCLI(SubcommandExit):
         cfg = self._cfg()
         model_name = runs.model_name(self.model)
         root = Path(cfg.trainer.default_root_dir or "runs")
-        ckpt, resumed_run, resume_step = self.resolve_checkpoint(root, model_name)
-        if ckpt is not None and self.subcommand is not None:
-            self.config_init[self.subcommand].ckpt_path = ckpt  # what LightningCLI passes to trainer.fit/test
-        self.resume_from = ckpt
-        run_id = os.environ.setdefault(RUN_ID_ENV, resumed_run or new_run_id(root, model_name))
-        if not resumed_run and not (root / model_name / run_id).exists():
+        limits = Limits(cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.get("time_budget"))
+        resume = resolve_checkpoint(cfg.get("ckpt_path"), root / model_name, self.model, self.subcommand, limits)
+        if resume.ckpt_path is not None and self.subcommand is not None:
+            self.config_init[self.subcommand].ckpt_path = resume.ckpt_path  # what LightningCLI passes to fit/test
+        self.resume_from, self.evaluated_run = resume.ckpt_path, resume.evaluated_run
+        run_id = os.environ.setdefault(RUN_ID_ENV, resume.run_id or new_run_id(root, model_name))
+        if not resume.run_id and not (root / model_name / run_id).exists():
             self.new_run_folder = root / model_name / run_id
         callbacks: list[Any] = cli_callbacks(self)
         for callback in self.trainer_defaults["callbacks"]:  # LightningCLI adds these instances to the Trainer's
@@ -224,7 +182,7 @@ class CIFARCLI(SubcommandExit):
         if not cli_section(self, "trainer", default={}).get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         if cfg.trainer.logger is not False:  # False: the user turned logging off
-            kwargs["logger"] = self.loggers(root / model_name / run_id, resume_step, smoke_test)
+            kwargs["logger"] = self.loggers(root / model_name / run_id, resume.step, smoke_test)
             if cfg.wandb and not smoke_test:
                 callbacks.append(WandbRunSetup())
         trainer_config = {**cli_section(self, "trainer", default={}), **kwargs}
