@@ -300,7 +300,6 @@ def test_diverging_loss_stops_at_once_with_the_step(
             "invalid configuration: No supported gpu backend found",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine has a GPU backend"),
         ),
-        ("--model.optimizer", "muon", "invalid configuration: optimizer='muon' orthogonalizes convolution filters"),
         ("--trainer.default_root_dir", "{tmp}/a_file", "a_file is not a folder: name a folder"),
         ("--trainer.default_root_dir", "{tmp}/a_file/runs", "is not a folder ({tmp}/a_file is a file)"),
     ],
@@ -322,6 +321,17 @@ def test_bad_values_fail_before_training_with_one_message(
     assert err.startswith("error:") and message in err and "Traceback" not in err
     assert err.count("\n") == 1  # one line, not the usage
     assert not list((tmp_path / "runs").rglob("*"))  # no run folder, config or checkpoint left behind
+
+
+def test_muon_without_a_hidden_layer_fails_before_training_with_one_message(
+    folder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tiny_args(folder_dir, tmp_path / "runs", "mlp")
+    args[args.index("--model.hidden_sizes") + 1] = "[]"  # only the output layer, which Muon leaves to SGD
+    assert main([*args, "--model.optimizer", "muon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid configuration: optimizer='muon' orthogonalizes the hidden layers' weights")
+    assert err.count("\n") == 1 and not list((tmp_path / "runs").rglob("*"))
 
 
 def test_unknown_precision_is_rejected_by_the_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import threading
 import zlib
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from helpers import make_images, run_dirs, tiny_args, write_folder
 from PIL import Image
 
@@ -25,11 +27,18 @@ from cifar_lightning.run.cli import main
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
-def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp(request.param)
-    data = write_folder(tmp / "data")
-    assert main([*tiny_args(data, tmp / "runs", request.param, epochs=2), "--export", "all"]) == 0
-    [run] = run_dirs(tmp / "runs")
+def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A tiny trained and exported run of each model, which the tests only read: built once per session, by the
+    first xdist worker to ask (under a file lock), not once per worker (6 to 10 s each on one AVX2 core)."""
+    session = tmp_path_factory.getbasetemp()
+    shared = (session if worker_id == "master" else session.parent) / f"trained_{request.param}"  # this session's
+    with FileLock(f"{shared}.lock"):  # filelock: a dependency of torch
+        if not (shared / "done").exists():  # a build that failed half-way is started again
+            shutil.rmtree(shared, ignore_errors=True)
+            data = write_folder(shared / "data")
+            assert main([*tiny_args(data, shared / "runs", request.param, epochs=2), "--export", "all"]) == 0
+            (shared / "done").touch()
+    [run] = run_dirs(shared / "runs")
     return run
 
 

@@ -376,7 +376,7 @@ def test_fit_validates_with_tta_only_in_its_last_epoch(batches_dir: Path, tmp_pa
     assert any(fn == "validate" for fn, _ in calls)
 
 
-def test_muon_steps_the_cnn_filters_and_refuses_a_network_without_them(batches_dir: Path, tmp_path: Path) -> None:
+def test_muon_steps_the_hidden_layers_and_refuses_a_network_without_them(batches_dir: Path, tmp_path: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(batches_dir), val_split=20, batch_size=16)
     model = MODELS["cnn"](optimizer="muon", muon_lr=0.1)
     trainer = tiny_trainer(tmp_path, epochs=2)
@@ -389,8 +389,11 @@ def test_muon_steps_the_cnn_filters_and_refuses_a_network_without_them(batches_d
     assert filters["initial_lr"] == 0.1 and filters["weight_decay"] == 0.0 and filters["momentum"] == 0.6
     for conv in convs:  # renormalized every step; the last, tiny step barely moves the norm off sqrt(out)
         assert conv.norm().item() == pytest.approx(len(conv) ** 0.5, rel=0.05)
-    with pytest.raises(ValueError, match="optimizer='muon' orthogonalizes convolution filters, and MLP has no"):
-        tiny_trainer(tmp_path / "mlp").fit(MODELS["mlp"](optimizer="muon"), datamodule=dm)
+    mlp = MODELS["mlp"](hidden_sizes=(32, 16), whiten=False, optimizer="muon")
+    [matrices] = [g["params"] for g in mlp.make_optimizer().param_groups if g["orthogonalize"]]
+    assert [tuple(p.shape) for p in matrices] == [(32, 3072), (16, 32)]  # the hidden layers; the output on SGD
+    with pytest.raises(ValueError, match="optimizer='muon' orthogonalizes the hidden layers' weights, and MLP has no"):
+        tiny_trainer(tmp_path / "mlp").fit(MODELS["mlp"](hidden_sizes=(), optimizer="muon"), datamodule=dm)
 
 
 def test_progressive_resizing_trains_small_first_then_at_full_size(batches_dir: Path, tmp_path: Path) -> None:

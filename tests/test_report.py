@@ -87,8 +87,8 @@ def best_model(record: Any) -> bool:
 
 def test_wandb_offline_gets_config_tags_figures_and_a_printable_summary(folder_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    args = tiny_args(folder_dir, out, "mlp", epochs=2)
-    args[args.index("--wandb") + 1] = "true"
+    args = [*tiny_args(folder_dir, out, "mlp", epochs=2), "--model.optimizer", "sgd"]  # a model that still errs:
+    args[args.index("--wandb") + 1] = "true"  # the mistakes figure needs mistakes (Muon's scored 100% here)
     assert main(args) == 0
     [run] = run_dirs(out)
     [offline] = (run / "wandb").glob("offline-run-*")

@@ -38,8 +38,9 @@ class CIFAR10Classifier(L.LightningModule):
         lr: peak learning rate (reached after the warm-up).
         weight_decay: L2 penalty on weights; biases and norm parameters are not decayed.
         momentum: SGD momentum (Nesterov), or AdamW's beta1.
-        optimizer: ``sgd``, ``adamw``, or ``muon``: Muon steps for convolution filters (``optim.Muon``), Nesterov
-            SGD with ``lr`` and ``momentum`` for every other parameter.
+        optimizer: ``sgd``, ``adamw``, or ``muon``: Muon steps for the hidden layers' weights, the CNN's filters
+            or the MLP's matrices (``optim.Muon``), Nesterov SGD with ``lr`` and ``momentum`` for every other
+            parameter, the output layer's included.
         schedule: learning-rate decay after warm-up: ``linear`` to zero, ``cosine`` to zero, or ``constant``.
         warmup_fraction: share of all training steps spent warming up linearly.
         label_smoothing: cross-entropy label smoothing for the training loss.

@@ -67,14 +67,16 @@ def param_groups(
     """Optimizer groups of the trainable parameters: matrices and filters, then 1-D ones (biases, norm shifts).
 
     The 1-D group gets ``lr * bias_lr_scale`` and ``weight_decay / bias_lr_scale``: the product, the fraction decayed
-    per step, stays the same for every parameter. With ``muon_lr``, convolution filters move to a third group of
-    ``Muon`` steps at that rate (no weight decay: Muon keeps their norm fixed instead).
+    per step, stays the same for every parameter. With ``muon_lr``, the hidden layers' weights (every trainable matrix
+    or filter bank but the last, the output layer, which stays on SGD as in Muon's own recipe) move to a third group
+    of ``Muon`` steps at that rate (no weight decay: Muon keeps their norm fixed instead).
     """
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    output = [p for p in trainable if p.ndim > 1][-1:]  # registered last in both networks, and in any Sequential
     filters: list[nn.Parameter] = []
     others: list[nn.Parameter] = []
-    for p in module.parameters():
-        if p.requires_grad:
-            (filters if muon_lr is not None and p.ndim == 4 else others).append(p)
+    for p in trainable:
+        (filters if muon_lr is not None and p.ndim > 1 and not any(p is o for o in output) else others).append(p)
     groups = [
         {"params": [p for p in others if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
         {
@@ -113,7 +115,7 @@ def orthogonalize(g: Tensor, steps: int = 3, eps: float = 1e-7, dtype: torch.dty
 class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum, where groups marked ``orthogonalize`` take Muon steps (Jordan et al., 2024).
 
-    A Muon step replaces the momentum of each filter bank, viewed as an ``(out, in * k * k)`` matrix, with its
+    A Muon step replaces the momentum of each weight matrix or filter bank (viewed as ``(out, in * k * k)``) with its
     orthogonalized version: every direction of the update moves at the same rate, so rarely-excited directions are
     not starved by a few dominant ones. Filters are rescaled to a fixed norm (``sqrt(out)``) before each step, as in
     airbench94_muon; that keeps the step's relative size set by ``lr`` alone, and replaces weight decay.
@@ -170,8 +172,8 @@ def build_optimizer(
     if not groups[-1].get("orthogonalize"):  # param_groups appends the filter group only when there are filters
         net = getattr(module, "net", module)
         raise ValueError(
-            f"optimizer='muon' orthogonalizes convolution filters, and {type(net).__name__} has no trainable ones; "
-            "use --model.optimizer sgd or adamw."
+            f"optimizer='muon' orthogonalizes the hidden layers' weights, and {type(net).__name__} has no trainable "
+            "hidden layer; use --model.optimizer sgd or adamw."
         )
     groups[-1]["momentum"] = muon_momentum
     return Muon(groups, lr, momentum)
