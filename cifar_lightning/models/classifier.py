@@ -54,8 +54,8 @@ class CIFAR10Classifier(L.LightningModule):
             earlier epochs' ``val/acc`` is single-view.
         tta_threshold: only images whose single view is less confident than this (top softmax probability) get the
             extra views (``tta.tta_logits``); 1 gives every image all of them.
-        muon_lr: peak learning rate of the Muon-stepped filters, as a fraction of their norm per step.
-        muon_momentum: momentum of the Muon-stepped filters.
+        muon_lr: peak learning rate of the Muon-stepped weights, as a fraction of their norm per step.
+        muon_momentum: momentum of the Muon-stepped weights.
     """
 
     net: nn.Module
