@@ -72,11 +72,10 @@ def param_groups(
     of ``Muon`` steps at that rate (no weight decay: Muon keeps their norm fixed instead).
     """
     trainable = [p for p in module.parameters() if p.requires_grad]
-    output = [p for p in trainable if p.ndim > 1][-1:]  # registered last in both networks, and in any Sequential
-    filters: list[nn.Parameter] = []
-    others: list[nn.Parameter] = []
-    for p in trainable:
-        (filters if muon_lr is not None and p.ndim > 1 and not any(p is o for o in output) else others).append(p)
+    matrices = [p for p in trainable if p.ndim > 1]
+    # the last is the output layer: registered last in both networks, and in any Sequential
+    filters = matrices[:-1] if muon_lr is not None else []
+    others = [p for p in trainable if all(p is not f for f in filters)]
     groups = [
         {"params": [p for p in others if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
         {
